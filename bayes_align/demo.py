@@ -7,9 +7,9 @@ Pipeline (each step a small function, data flowing one way)::
 
 Humans: the 316 VerbAgg respondents, groups ``human:F`` (reference) and ``human:M``.
 LM population: SmolLM2-135M-Instruct answers the same 24 items as personas that mirror
-the respondents (gender and trait anger drawn from them); each persona answers
-``samples_per_persona`` times, each time as a separate LM "person" whose answers are
-drawn from the LM's (option-order debiased) answer probabilities. The LM persons form the
+the respondents (a grid over gender and the respondents' trait-anger quantiles); each
+persona answers ``samples_per_persona`` times, each time as a separate LM "person" whose
+answers are drawn from the LM's (option-order debiased) answer probabilities. The LM persons form the
 groups ``lm:<label>:F`` and ``lm:<label>:M`` (or ``lm:<label>`` when personas carry no
 gender). One joint Bayesian model per variant (ordinal: graded response; binary: yes or
 perhaps vs no) puts every group on one scale with an explicit DIF term.
@@ -18,6 +18,7 @@ perhaps vs no) puts every group on one scale with an explicit DIF term.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +49,7 @@ __all__ = [
     "combine_responses",
     "draw_lm_answers",
     "lm_scorer",
+    "option_probabilities",
     "persona_text",
     "run_demo",
 ]
@@ -70,8 +72,10 @@ class DemoConfig:
     Attributes
     ----------
     n_personas
-        Number of LM personas, half women and half men when ``persona_gender``; each
-        persona's trait anger is drawn from the respondents of its gender.
+        Number of LM personas, half women and half men when ``persona_gender``; their
+        trait anger spans the anger quantiles of the respondents of their gender
+        (see :func:`build_personas`). Scoring costs ``n_personas x 24 items x 3 option
+        orders`` LM forward passes, the bulk of the demo's time.
     samples_per_persona
         Answer sheets drawn per persona; each is one LM person.
     variants
@@ -94,8 +98,8 @@ class DemoConfig:
         Mass of the reported intervals and the DIF flagging probability.
     """
 
-    n_personas: int = 64
-    samples_per_persona: int = 1
+    n_personas: int = 12
+    samples_per_persona: int = 5
     variants: tuple[str, ...] = VARIANTS
     chains: int = 2
     draws: int = 500
@@ -148,12 +152,15 @@ class DemoResult:
 # --------------------------------------------------------------------------- progress
 @contextmanager
 def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """Print the stage, time it (wall clock), and add the seconds to ``timings``."""
     print(f"[demo] {name} ...", flush=True)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     yield
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     timings[name] = timings.get(name, 0.0) + seconds
-    print(f"[demo] {name} done in {seconds:.1f} s", flush=True)
+    print(f"[demo] {name} done in {seconds:.1f} s (CPU {cpu:.1f} s)", flush=True)
 
 
 # --------------------------------------------------------------------------- personas
@@ -176,27 +183,30 @@ def persona_text(gender: str | None, anger: int) -> str:
 
 
 def build_personas(humans: pd.DataFrame, config: DemoConfig) -> pd.DataFrame:
-    """Personas that mirror the respondents.
+    """Personas that mirror the respondents: a grid over gender and trait anger.
 
-    With ``persona_gender``: ``n_personas / 2`` women and as many men, each persona's trait
-    anger drawn (with replacement, seeded) from the respondents of the same gender.
-    Without: the anger of ``n_personas`` respondents drawn from all of them.
+    With ``persona_gender``: ``n_personas / 2`` women and as many men; the trait anger of
+    the ``k``-th persona of a gender is the ``(k + 1/2) / m`` quantile of the anger scores
+    of the respondents of that gender (``m`` personas per gender), so the personas span
+    the respondents' anger distribution evenly. Without gender: the same over all
+    respondents.
 
     Returns a DataFrame with columns ``persona``, ``gender`` (``F``/``M`` or ``None``),
     ``anger`` and ``text``.
     """
     people = humans.groupby("person", sort=True)[["gender", "anger"]].first()
-    rng = np.random.default_rng(config.seed)
-    rows = []
     if config.persona_gender:
-        per_gender = config.n_personas // 2
-        for gender in ("F", "M"):
-            pool = people.loc[people["gender"] == gender, "anger"].to_numpy()
-            for anger in rng.choice(pool, size=per_gender, replace=True):
-                rows.append((gender, int(anger)))
+        strata = [(g, people.loc[people["gender"] == g, "anger"].to_numpy()) for g in ("F", "M")]
     else:
-        for anger in rng.choice(people["anger"].to_numpy(), size=config.n_personas, replace=True):
-            rows.append((None, int(anger)))
+        strata = [(None, people["anger"].to_numpy())]
+    per_stratum = config.n_personas // len(strata)
+    levels = (np.arange(per_stratum) + 0.5) / per_stratum
+    rows = []
+    for gender, anger in strata:
+        if anger.size == 0:
+            raise ValueError(f"no respondents of gender {gender!r} to build personas from")
+        for value in np.quantile(anger, levels, method="inverted_cdf"):
+            rows.append((gender, int(value)))
     personas = pd.DataFrame(rows, columns=["gender", "anger"])
     personas.insert(0, "persona", [f"p{k:03d}" for k in range(len(personas))])
     personas["text"] = [
@@ -218,19 +228,72 @@ def _resolve_lm_config(path: str) -> Path:
     )
 
 
-def lm_scorer(config: DemoConfig, cache_dir: Path | None = None) -> Scorer:
-    """The real scorer: :mod:`bayes_align.scoring` with the configured LM.
+@functools.lru_cache(maxsize=2)
+def _load_lm(path: str) -> Any:
+    from bayes_align import scoring
 
-    Scores are cached in ``cache_dir`` (re-running the demo in the same folder re-uses them).
+    return scoring.load_lm(path)
+
+
+def option_probabilities(scores: pd.DataFrame, options: Sequence[str]) -> pd.DataFrame:
+    """Debiased answer probabilities from :func:`bayes_align.scoring.score` rows.
+
+    Each row holds the label logits of one (item, persona, option order) prompt in the
+    original option order; the softmax over the options gives that prompt's answer
+    distribution, and averaging it over the option orders (cyclic shifts) cancels the
+    model's preference for answer positions. Returns ``persona, item, option, prob``.
+    """
+    needed = {"item", "persona", "logits"}
+    if not needed <= set(scores.columns):
+        raise ValueError(f"scores need the columns {sorted(needed)}")
+    logits = np.array(scores["logits"].tolist(), dtype=float)  # (prompt, option)
+    if logits.ndim != 2 or logits.shape[1] != len(options):
+        raise ValueError(f"expected {len(options)} logits per prompt, got shape {logits.shape}")
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    frame = pd.DataFrame(probs, columns=list(options))
+    frame["persona"] = scores["persona"].astype(str).to_numpy()
+    frame["item"] = scores["item"].astype(str).to_numpy()
+    mean = frame.groupby(["persona", "item"], sort=False)[list(options)].mean()
+    return mean.reset_index().melt(
+        id_vars=["persona", "item"], var_name="option", value_name="prob"
+    )
+
+
+def lm_scorer(config: DemoConfig, cache_dir: Path | None = None) -> Scorer:
+    """The real scorer: :func:`bayes_align.scoring.score` with the configured LM.
+
+    Every item is shown to every persona in each cyclic order of its options (when
+    ``config.debias``); see :func:`option_probabilities`. Scores are cached in
+    ``cache_dir/scores.jsonl`` (re-running the demo in the same folder re-uses them).
+    The LM is loaded once per process.
     """
     lm_path = _resolve_lm_config(config.lm_config)
 
     def score(items: pd.DataFrame, personas: pd.DataFrame) -> pd.DataFrame:
         from bayes_align import scoring
 
-        return scoring.score_option_probabilities(
-            lm_path, items, personas, debias=config.debias, cache_dir=cache_dir
+        lm = _load_lm(str(lm_path))
+        questions = [
+            scoring.Item(row.id, row.stem, tuple(row.options)) for row in items.itertuples()
+        ]
+        speakers = [
+            scoring.Persona(row.persona, row.text, {"gender": row.gender, "anger": row.anger})
+            for row in personas.itertuples()
+        ]
+        cache = None
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            cache = Path(cache_dir) / "scores.jsonl"
+        scores = scoring.score(
+            lm,
+            questions,
+            personas=speakers,
+            debias="cyclic" if config.debias else None,
+            cache=cache,
+            batch_size=32,
         )
+        return option_probabilities(scores, tuple(items["options"].iloc[0]))
 
     return score
 

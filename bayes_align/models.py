@@ -352,20 +352,26 @@ def observation_log_likelihood(
     Returns ``w_o * log p(y_o | params)`` of shape (n_obs,). Vectorise over draws with
     ``jax.vmap``.
     """
-    row = jnp.asarray(focal_row)[group_idx]  # reference -> padded zero row
     n_items = params["difficulty"].shape[-1]
+    # (group, item) cell in the flattened shift table whose last row (the reference) is 0;
+    # a 1-d gather is markedly cheaper to differentiate than a 2-d one on CPU.
+    cell = jnp.asarray(focal_row)[group_idx] * n_items + item_idx
     zero_row = jnp.zeros((1, n_items), dtype=params["difficulty"].dtype)
-    shift = jnp.concatenate([params["dif_shift"], zero_row], axis=0)[row, item_idx]
-    location = params["theta"][person_idx] - params["difficulty"][item_idx] - shift
+
+    def per_cell(table):
+        return jnp.concatenate([table, zero_row], axis=0).reshape(-1)[cell]
+
+    location = (
+        params["theta"][person_idx] - params["difficulty"][item_idx] - per_cell(params["dif_shift"])
+    )
     if irt == "1pl":
-        log_a = jnp.zeros_like(location)
+        a = jnp.ones_like(location)
+    elif "dif_log_discrimination" in params:
+        a = jnp.exp(
+            jnp.log(params["discrimination"])[item_idx] + per_cell(params["dif_log_discrimination"])
+        )
     else:
-        log_a = jnp.log(params["discrimination"])[item_idx]
-    if "dif_log_discrimination" in params:
-        log_a = log_a + jnp.concatenate([params["dif_log_discrimination"], zero_row], axis=0)[
-            row, item_idx
-        ]
-    a = jnp.exp(log_a)
+        a = params["discrimination"][item_idx]
 
     if irt == "grm":
         return weight * _graded_log_prob(a, location, params["step"], item_idx, response, n_categories)
@@ -375,10 +381,9 @@ def observation_log_likelihood(
         c = params["guessing"][item_idx]
         log_p = jnp.logaddexp(jnp.log(c), jnp.log1p(-c) + jax.nn.log_sigmoid(eta))
         log_q = jnp.log1p(-c) + jax.nn.log_sigmoid(-eta)
-    else:
-        log_p = jax.nn.log_sigmoid(eta)
-        log_q = jax.nn.log_sigmoid(-eta)
-    return weight * (response * log_p + (1.0 - response) * log_q)
+        return weight * (response * log_p + (1.0 - response) * log_q)
+    # y log sigmoid(eta) + (1 - y) log sigmoid(-eta) = y eta - softplus(eta)
+    return weight * (response * eta - jax.nn.softplus(eta))
 
 
 def _graded_log_prob(a, location, step, item_idx, response, n_categories):

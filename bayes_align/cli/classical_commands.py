@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="LM probabilities at the KL-optimal temperature (default) or at T = 1",
     )
     aligned.add_argument("--method", choices=("svi", "nuts"), default="svi", help="inference method")
+    aligned.add_argument("--irt", choices=("1pl", "2pl", "3pl"), default="1pl", help="IRT model (default 1pl)")
     aligned.add_argument("--seed", type=int, default=0)
     aligned.add_argument("--out", type=Path, default=None, help="write naep_alignment.csv here")
     aligned.set_defaults(handler=_run_naep_alignment)
@@ -134,7 +135,7 @@ def _run_naep_alignment(args: argparse.Namespace) -> int:
         naep, human_n=args.human_n, model_n=args.model_n, temperature=temperature
     )
     start = time.perf_counter()
-    fit = fit_aggregated(data, method=args.method, seed=args.seed)
+    fit = fit_aggregated(data, method=args.method, irt=args.irt, seed=args.seed)
     elapsed = time.perf_counter() - start
     ranking = rank_alignment(fit, prob=0.9)
     ctt = wide(classical_table(naep, np.broadcast_to(temperature, (naep.n_models, 1))), "ctt_r").iloc[0]

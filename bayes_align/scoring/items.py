@@ -94,11 +94,16 @@ def _parse_key(value: object, item_id: str) -> int | None:
         if value.strip() == "":
             return None
         try:
-            return int(value)
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(value)
+            return int(number)
         except ValueError as err:
             raise ValueError(
                 f"Item {item_id!r}: key {value!r} is not a 0-based option index."
             ) from err
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"Item {item_id!r}: key {value!r} is not a 0-based option index.")
     return int(value)
 
 
@@ -189,7 +194,7 @@ def items_from_jsonl(path: str | Path, **columns: str) -> list[Item]:
 
 def items_from_csv(path: str | Path, **columns: str) -> list[Item]:
     """Read items from CSV: columns ``item_id, stem, option_1 ... option_k`` (+ ``key``)."""
-    return items_from_frame(pd.read_csv(path, dtype={"item_id": str}), **columns)
+    return items_from_frame(pd.read_csv(path, dtype=str), **columns)
 
 
 def load_items(source: str | Path | pd.DataFrame | Iterable[Item], **columns: str) -> list[Item]:
@@ -204,9 +209,8 @@ def load_items(source: str | Path | pd.DataFrame | Iterable[Item], **columns: st
         if suffix in (".jsonl", ".json", ".ndjson"):
             return items_from_jsonl(path, **columns)
         if suffix in (".csv", ".tsv"):
-            return items_from_frame(
-                pd.read_csv(path, sep="\t" if suffix == ".tsv" else ","), **columns
-            )
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str)
+            return items_from_frame(frame, **columns)
         raise ValueError(f"Unknown item file type {suffix!r} for {path}; use .jsonl or .csv.")
     items = list(source)
     bad = [type(i).__name__ for i in items if not isinstance(i, Item)]

@@ -198,15 +198,88 @@ def _batched_last_logits(lm: LM, batch_ids: list[list[int]]) -> Any:
     return out.logits[:, -1, :].float()
 
 
+def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common token prefix, leaving every sequence one own token."""
+    shortest = min(len(s) for s in sequences)
+    first = sequences[0]
+    length = 0
+    while length < shortest - 1 and all(s[length] == first[length] for s in sequences):
+        length += 1
+    return length
+
+
+def _shared_prefix_last_logits(lm: LM, groups: list[list[list[int]]]) -> Any:
+    """Last-position logits ``(sum of group sizes, vocab)``, running each group's common
+    token prefix once and its members' suffixes on copies of the prefix's KV cache.
+
+    Prefixes are left-padded to ``P``, suffixes left-padded to ``S``; the attention mask
+    of a member is ``[prefix mask, suffix mask]`` (padding may sit between the two) and
+    its suffix positions continue from its real prefix length, so each member sees
+    exactly the tokens (and positions) of its unpadded prompt.
+    """
+    import torch
+
+    device, pad_id = lm.device, lm.tokenizer.pad_token_id
+    prefix_lengths = [_common_prefix_length(g) for g in groups]
+    width = max(prefix_lengths)
+    n_groups = len(groups)
+    prefix_ids = torch.full((n_groups, width), pad_id, dtype=torch.long)
+    prefix_mask = torch.zeros((n_groups, width), dtype=torch.long)
+    for g, (group, length) in enumerate(zip(groups, prefix_lengths, strict=True)):
+        prefix_ids[g, width - length :] = torch.tensor(group[0][:length], dtype=torch.long)
+        prefix_mask[g, width - length :] = 1
+    prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
+    out = lm.model(
+        input_ids=prefix_ids.to(device),
+        attention_mask=prefix_mask.to(device),
+        position_ids=prefix_positions.to(device),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    member_group = torch.tensor(
+        [g for g, group in enumerate(groups) for _ in group], dtype=torch.long
+    )
+    cache = out.past_key_values
+    cache.reorder_cache(member_group.to(device))
+    suffixes = [
+        member[length:]
+        for group, length in zip(groups, prefix_lengths, strict=True)
+        for member in group
+    ]
+    suffix_width = max(len(x) for x in suffixes)
+    suffix_ids = torch.full((len(suffixes), suffix_width), pad_id, dtype=torch.long)
+    suffix_mask = torch.zeros((len(suffixes), suffix_width), dtype=torch.long)
+    for m, suffix in enumerate(suffixes):
+        suffix_ids[m, suffix_width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
+        suffix_mask[m, suffix_width - len(suffix) :] = 1
+    start = torch.tensor(prefix_lengths, dtype=torch.long)[member_group]
+    suffix_positions = start[:, None] + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+    out = lm.model(
+        input_ids=suffix_ids.to(device),
+        attention_mask=torch.cat([prefix_mask[member_group], suffix_mask], dim=1).to(device),
+        position_ids=suffix_positions.to(device),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1, :].float()
+
+
 def _rows_for_batch(
     lm: LM,
     requests: Sequence[ScoreRequest],
     batch_ids: list[list[int]],
     label_ids: dict[int, list[int]],
+    group_sizes: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     import torch
 
-    logits = _batched_last_logits(lm, batch_ids)
+    if group_sizes is None:
+        logits = _batched_last_logits(lm, batch_ids)
+    else:
+        bounds = np.cumsum([0, *group_sizes])
+        groups = [batch_ids[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        logits = _shared_prefix_last_logits(lm, groups)
     log_norm = torch.logsumexp(logits, dim=-1)
     rows = []
     for r, request in enumerate(requests):
@@ -257,6 +330,7 @@ def score(
     cache: str | Path | None = None,
     progress: bool = True,
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+    share_prefix: bool = False,
 ) -> pd.DataFrame:
     """Next-token logits of the option labels for every (item, persona, option order).
 
@@ -270,6 +344,9 @@ def score(
     batch_size : prompts per forward pass.
     cache : JSON Lines file; finished batches are appended, a rerun skips them.
     on_batch : called with the rows of every finished batch (after caching).
+    share_prefix : run the common token prefix of the option orders of each
+        (item, persona) once and reuse its KV cache for their suffixes (same logits up to
+        float rounding; pays when stems are long relative to the option block).
 
     Returns
     -------
@@ -310,14 +387,17 @@ def score(
     if store is not None:
         results.update({r.cache_key: store.rows[r.cache_key] for r in requests if r.cache_key in store})
 
-    order = sorted(range(len(pending)), key=lambda i: -len(pending_ids[i]))
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    batches, batch_groups = _plan_batches(pending, pending_ids, batch_size, share_prefix)
     with torch.inference_mode(), tqdm(
         total=len(pending), desc=f"scoring {lm.name}", unit="prompt", disable=not progress
     ) as bar:
-        for batch in batches:
+        for batch, group_sizes in zip(batches, batch_groups, strict=True):
             rows = _rows_for_batch(
-                lm, [pending[i] for i in batch], [pending_ids[i] for i in batch], label_ids
+                lm,
+                [pending[i] for i in batch],
+                [pending_ids[i] for i in batch],
+                label_ids,
+                group_sizes,
             )
             if store is not None:
                 store.append(rows)
@@ -326,6 +406,38 @@ def score(
             if on_batch is not None:
                 on_batch(rows)
     return _frame([results[r.cache_key] for r in requests])
+
+
+def _plan_batches(
+    pending: Sequence[ScoreRequest],
+    pending_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    share_prefix: bool,
+) -> tuple[list[list[int]], list[list[int] | None]]:
+    """Batches of request indices, longest first; with ``share_prefix`` whole
+    (item, persona) groups (at least one per batch, up to ``batch_size`` prompts)."""
+    if not share_prefix:
+        order = sorted(range(len(pending)), key=lambda i: -len(pending_ids[i]))
+        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        return batches, [None] * len(batches)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, request in enumerate(pending):
+        groups.setdefault((request.item.item_id, request.persona_id), []).append(i)
+    ordered = sorted(groups.values(), key=lambda g: -max(len(pending_ids[i]) for i in g))
+    batches, sizes = [], []
+    current: list[int] = []
+    current_sizes: list[int] = []
+    for group in ordered:
+        if current and len(current) + len(group) > batch_size:
+            batches.append(current)
+            sizes.append(current_sizes)
+            current, current_sizes = [], []
+        current = current + group
+        current_sizes.append(len(group))
+    if current:
+        batches.append(current)
+        sizes.append(current_sizes)
+    return batches, sizes
 
 
 def _frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:

@@ -1,0 +1,314 @@
+"""From LM scores (or generated answers) to responses of simulated persons.
+
+For a (persona, item) with option orders ``r = 1..R`` and label logits ``l_r`` (in the
+original option order) the LM's option distribution is the order-averaged softmax::
+
+    p = (1 / R) * sum_r softmax(l_r / temperature)
+
+``mode="expected"`` gives one soft response per persona x item: ``p[key]`` for keyed
+items (kind ``soft``); for opinion items one row per option ``k`` with response
+``score_k`` and weight ``p_k`` (the expected log-likelihood of an ordinal response).
+``mode="sample"`` draws ``n_samples`` discrete answers per persona x item (one simulated
+person per persona x sample): ``1[choice == key]`` for keyed items, ``score[choice]``
+for opinion items. ``score`` maps option index -> ordinal category (``option_scores``;
+default the option index).
+
+:func:`to_long_frame` returns the long DataFrame (``person, item, group, response,
+weight, persona, sample, choice``) to concatenate with human data;
+:func:`to_responses` wraps it in :class:`bayes_align.data.ResponseData`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["option_probabilities", "to_long_frame", "to_responses"]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def option_probabilities(scores: pd.DataFrame, temperature: float = 1.0) -> pd.DataFrame:
+    """Order-averaged option probabilities, one row per (model, item, persona).
+
+    Columns: ``model, item, persona, key, n_options, n_orders, probs`` (list, original
+    option order).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}.")
+    missing = {"model", "item", "persona", "logits", "n_options"} - set(scores.columns)
+    if missing:
+        raise ValueError(
+            f"scores lack column(s) {sorted(missing)}; pass the DataFrame returned by score()."
+        )
+    pieces = []
+    for n_options, part in scores.groupby("n_options", sort=False):
+        logits = np.stack(part["logits"].map(np.asarray).to_numpy()).astype(np.float64)
+        if logits.shape[1] != n_options:
+            raise ValueError(f"logit lists of length {logits.shape[1]} for {n_options}-option items.")
+        probs = _softmax(logits / temperature)
+        frame = part[["model", "item", "persona", "key", "n_options"]].copy()
+        frame[[f"p{k}" for k in range(n_options)]] = probs
+        grouped = frame.groupby(["model", "item", "persona"], sort=False)
+        mean = grouped[[f"p{k}" for k in range(n_options)]].mean()
+        first = grouped[["key", "n_options"]].first()
+        first["n_orders"] = grouped.size()
+        first["probs"] = list(mean.to_numpy())
+        pieces.append(first.reset_index())
+    out = pd.concat(pieces, ignore_index=True)
+    out["probs"] = out["probs"].map(lambda p: [float(v) for v in p])
+    return out
+
+
+def _score_table(
+    items: Sequence[str], n_options: Sequence[int], option_scores: Any
+) -> dict[str, np.ndarray]:
+    """item -> array mapping option index to ordinal category, validated."""
+    table = {}
+    for item, k in zip(items, n_options, strict=True):
+        if option_scores is None:
+            scores = np.arange(k)
+        elif isinstance(option_scores, Mapping) and item in option_scores:
+            scores = np.asarray(option_scores[item])
+        elif isinstance(option_scores, Mapping):
+            raise ValueError(
+                f"option_scores has no entry for item {item!r}; give every opinion item one "
+                "(or one list for all items)."
+            )
+        else:
+            scores = np.asarray(option_scores)
+        if scores.shape != (k,):
+            raise ValueError(
+                f"option_scores for item {item!r} has {scores.size} entries but the item has "
+                f"{k} options; give one ordinal score per option in the original option order."
+            )
+        if not np.all(np.equal(np.mod(scores, 1), 0)) or scores.min() < 0 or scores.max() > k - 1:
+            raise ValueError(
+                f"option_scores for item {item!r} must be integers in 0..{k - 1}, got "
+                f"{scores.tolist()}."
+            )
+        table[item] = scores.astype(np.int64)
+    return table
+
+
+def _item_kind(keys: pd.Series) -> str:
+    keyed = keys.notna()
+    if keyed.all():
+        return "keyed"
+    if (~keyed).all():
+        return "opinion"
+    raise ValueError(
+        f"Keyed items {keys[keyed].index.tolist()[:5]} and opinion items "
+        f"{keys[~keyed].index.tolist()[:5]} are mixed; convert them separately (binary/soft "
+        "and ordinal responses cannot share one ResponseData)."
+    )
+
+
+def _draw(probs: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Categorical draws ``(rows, n_samples)`` from rows of ``probs`` by inverse CDF."""
+    cdf = np.cumsum(probs, axis=1)
+    cdf[:, -1] = 1.0
+    u = rng.random((probs.shape[0], n_samples))
+    return (u[:, :, None] > cdf[:, None, :]).sum(axis=-1)
+
+
+def to_long_frame(
+    scores: pd.DataFrame,
+    temperature: float = 1.0,
+    mode: str | None = None,
+    n_samples: int = 1,
+    seed: int = 0,
+    group: str | None = None,
+    option_scores: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+) -> pd.DataFrame:
+    """Long response frame of the simulated persons (see module docstring).
+
+    ``scores`` is the output of :func:`score` (logits) or of :func:`generate` (parsed
+    choices; only ``mode="sample"``, each persona x sample is one person and unparsed
+    answers are dropped with a warning that gives the parse-failure rate).
+    ``group`` defaults to ``"lm:<model>"``. Person ids are ``"<group>:<persona>"``
+    (expected) or ``"<group>:<persona>#<sample>"`` (sample).
+    """
+    if len(scores) == 0:
+        raise ValueError("scores is empty; nothing to convert.")
+    generated = "choice" in scores.columns and "logits" not in scores.columns
+    mode = mode or ("sample" if generated else "expected")
+    if mode not in ("expected", "sample"):
+        raise ValueError(f"mode must be 'expected' or 'sample', got {mode!r}.")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
+    models = scores["model"].unique()
+    if len(models) != 1:
+        raise ValueError(f"scores hold several models {list(models)}; convert one at a time.")
+    group = group or f"lm:{models[0]}"
+
+    if generated:
+        if mode != "sample":
+            raise ValueError("Generated answers are discrete: use mode='sample'.")
+        failed = scores["choice"].isna()
+        if failed.any():
+            warnings.warn(
+                f"{failed.mean():.1%} of generated answers ({int(failed.sum())} of {len(scores)}) "
+                "could not be parsed to an option and are left out (missing responses).",
+                stacklevel=2,
+            )
+        table = scores.loc[~failed]
+        choices = table["choice"].to_numpy(dtype=np.int64)
+        person = group + ":" + table["persona"].astype(str) + "#" + table["sample"].astype(str)
+        long = pd.DataFrame(
+            {
+                "person": person.to_numpy(),
+                "item": table["item"].astype(str).to_numpy(),
+                "persona": table["persona"].astype(str).to_numpy(),
+                "sample": table["sample"].to_numpy(),
+                "choice": choices,
+                "key": table["key"].to_numpy(),
+                "n_options": table["n_options"].to_numpy(),
+            }
+        )
+    else:
+        probs = option_probabilities(scores, temperature)
+        long = _expected_or_sampled(probs, mode, n_samples, seed, group)
+
+    keys = long.drop_duplicates("item").set_index("item")["key"]
+    kind = _item_kind(pd.Series(pd.array(keys, dtype="Int64"), index=keys.index))
+    if "response" not in long.columns:  # discrete choices -> responses
+        if kind == "keyed":
+            long["response"] = (long["choice"] == long["key"].astype(np.int64)).astype(np.float64)
+        else:
+            firsts = long.drop_duplicates("item")
+            table_map = _score_table(
+                firsts["item"].tolist(), firsts["n_options"].tolist(), option_scores
+            )
+            long["response"] = [
+                float(table_map[i][c]) for i, c in zip(long["item"], long["choice"], strict=True)
+            ]
+    elif kind == "opinion":  # expected mode: option rows weighted by p_k
+        firsts = long.drop_duplicates("item")
+        table_map = _score_table(firsts["item"].tolist(), firsts["n_options"].tolist(), option_scores)
+        long["response"] = [
+            float(table_map[i][c]) for i, c in zip(long["item"], long["choice"], strict=True)
+        ]
+    long["group"] = group
+    if "weight" not in long.columns:
+        long["weight"] = 1.0
+    columns = ["person", "item", "group", "response", "weight", "persona", "sample", "choice"]
+    return long[columns].reset_index(drop=True)
+
+
+def _expected_or_sampled(
+    probs: pd.DataFrame, mode: str, n_samples: int, seed: int, group: str
+) -> pd.DataFrame:
+    keys = probs.drop_duplicates("item").set_index("item")["key"]
+    kind = _item_kind(pd.Series(pd.array(keys, dtype="Int64"), index=keys.index))
+    pieces = []
+    if mode == "expected":
+        if kind == "keyed":
+            p_key = [p[int(k)] for p, k in zip(probs["probs"], probs["key"], strict=True)]
+            return pd.DataFrame(
+                {
+                    "person": (group + ":" + probs["persona"].astype(str)).to_numpy(),
+                    "item": probs["item"].astype(str).to_numpy(),
+                    "persona": probs["persona"].astype(str).to_numpy(),
+                    "sample": -1,
+                    "choice": -1,
+                    "key": probs["key"].to_numpy(),
+                    "n_options": probs["n_options"].to_numpy(),
+                    "response": np.asarray(p_key, dtype=np.float64),
+                    "weight": 1.0,
+                }
+            )
+        for _, row in probs.iterrows():  # opinion: one weighted row per option
+            p = np.asarray(row["probs"])
+            keep = p > 0
+            pieces.append(
+                pd.DataFrame(
+                    {
+                        "person": f"{group}:{row['persona']}",
+                        "item": str(row["item"]),
+                        "persona": str(row["persona"]),
+                        "sample": -1,
+                        "choice": np.flatnonzero(keep),
+                        "key": row["key"],
+                        "n_options": row["n_options"],
+                        "weight": p[keep],
+                    }
+                )
+            )
+        return pd.concat(pieces, ignore_index=True)
+    rng = np.random.default_rng(seed)
+    for n_options, part in probs.groupby("n_options", sort=False):
+        matrix = np.stack(part["probs"].map(np.asarray).to_numpy())
+        draws = _draw(matrix, n_samples, rng)  # (rows, samples)
+        samples = np.tile(np.arange(n_samples), len(part))
+        persona = np.repeat(part["persona"].astype(str).to_numpy(), n_samples)
+        pieces.append(
+            pd.DataFrame(
+                {
+                    "person": [f"{group}:{p}#{s}" for p, s in zip(persona, samples, strict=True)],
+                    "item": np.repeat(part["item"].astype(str).to_numpy(), n_samples),
+                    "persona": persona,
+                    "sample": samples,
+                    "choice": draws.reshape(-1),
+                    "key": np.repeat(part["key"].to_numpy(), n_samples),
+                    "n_options": n_options,
+                }
+            )
+        )
+    return pd.concat(pieces, ignore_index=True)
+
+
+def to_responses(
+    scores: pd.DataFrame,
+    temperature: float = 1.0,
+    mode: str | None = None,
+    n_samples: int = 1,
+    seed: int = 0,
+    group: str | None = None,
+    option_scores: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+    human: pd.DataFrame | None = None,
+    reference_group: str | None = None,
+) -> Any:
+    """:class:`bayes_align.data.ResponseData` of the simulated persons (plus ``human``).
+
+    ``human`` is an optional long DataFrame (``person, item, group, response`` and
+    optionally ``weight``) concatenated before indexing; ``reference_group`` defaults to
+    ``"human"`` when it is given, else to the LM group.
+    """
+    from bayes_align.data import ResponseData
+
+    long = to_long_frame(scores, temperature, mode, n_samples, seed, group, option_scores)
+    lm_group = long["group"].iloc[0]
+    if human is not None:
+        human = human.copy()
+        if "weight" not in human.columns:
+            human["weight"] = 1.0
+        long = pd.concat([human, long], ignore_index=True, sort=False)
+        reference_group = reference_group or "human"
+    firsts = scores.drop_duplicates("item")
+    keyed = _item_kind(pd.Series(pd.array(firsts["key"], dtype="Int64"), index=firsts["item"]))
+    n_categories = None
+    if keyed == "keyed":
+        kind = "soft" if (long["response"] % 1 != 0).any() else "binary"
+    else:
+        kind = "ordinal"
+        table = _score_table(firsts["item"].tolist(), firsts["n_options"].tolist(), option_scores)
+        n_categories = {item: int(values.max()) + 1 for item, values in table.items()}
+        if human is not None:  # human-only items keep from_long's default (highest seen + 1)
+            for item, values in long.groupby("item")["response"]:
+                n_categories.setdefault(str(item), int(values.max()) + 1)
+    return ResponseData.from_long(
+        long,
+        weight="weight",
+        reference_group=reference_group or lm_group,
+        kind=kind,
+        n_categories=n_categories,
+    )

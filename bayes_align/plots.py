@@ -29,7 +29,9 @@ __all__ = [
     "plot_dif_forest",
     "plot_item_curves",
     "plot_item_means",
+    "plot_predictive_item_means",
     "plot_prob_more_aligned",
+    "simulate_responses",
 ]
 
 _BAND_COLOURS = {"A": "#eaf5ea", "B": "#fff7dc", "C": "#fcebec"}
@@ -330,5 +332,98 @@ def plot_item_curves(
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7, loc="upper left")
     fig.suptitle("Item characteristic curves of the most divergent items (mean and 90% band)")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- predictive checks
+def simulate_responses(
+    params: Mapping[str, np.ndarray],
+    person_idx: np.ndarray,
+    item_idx: np.ndarray,
+    group_idx: np.ndarray,
+    focal_row: np.ndarray,
+    seed: int = 0,
+) -> np.ndarray:
+    """Simulate responses of every observation under each parameter draw.
+
+    ``params`` holds draws (leading axis ``S``) with the DESIGN.md names: ``difficulty``
+    ``(S, item)``, optional ``discrimination`` ``(S, item)``, ``guessing`` ``(S, item)``,
+    ``step`` ``(S, item, cutpoint)`` (GRM), ``dif_shift`` ``(S, focal_group, item)`` and
+    ``theta`` ``(S, person)``. ``focal_row[g]`` is the row of group ``g`` in ``dif_shift``
+    (``-1`` or ``n_focal`` for the reference, as in ``ModelInputs.focal_row``). Works for prior draws (``numpyro.infer.Predictive``) and
+    posterior draws alike. Returns an int array ``(S, n_obs)``.
+    """
+    rng = np.random.default_rng(seed)
+    difficulty = np.asarray(params["difficulty"], dtype=float)
+    n_draws = difficulty.shape[0]
+    theta = np.asarray(params["theta"], dtype=float)[:, person_idx]
+    location = theta - difficulty[:, item_idx]
+    if "dif_shift" in params:
+        shift = np.asarray(params["dif_shift"], dtype=float)
+        padded = np.concatenate([shift, np.zeros((n_draws, 1, shift.shape[-1]))], axis=1)
+        row = np.asarray(focal_row)[group_idx]
+        rows = np.where((row < 0) | (row >= shift.shape[1]), shift.shape[1], row)
+        location = location - padded[:, rows, item_idx]
+    a = (
+        np.asarray(params["discrimination"], dtype=float)[:, item_idx]
+        if "discrimination" in params
+        else 1.0
+    )
+    uniform = rng.random(location.shape)
+    if "step" in params:
+        step = np.asarray(params["step"], dtype=float)[:, item_idx, :]  # (S, obs, cut)
+        p_at_least = 1 / (1 + np.exp(-a[..., None] * (location[..., None] - step)))
+        p_at_least = np.where(np.isfinite(step), p_at_least, 0.0)
+        return (uniform[..., None] < p_at_least).sum(axis=-1)
+    p = 1 / (1 + np.exp(-a * location))
+    if "guessing" in params:
+        c = np.asarray(params["guessing"], dtype=float)[:, item_idx]
+        p = c + (1 - c) * p
+    return (uniform < p).astype(int)
+
+
+def plot_predictive_item_means(
+    observed: np.ndarray,
+    simulated: np.ndarray,
+    item_idx: np.ndarray,
+    group_idx: np.ndarray,
+    items: Sequence[str],
+    groups: Sequence[str],
+    title: str,
+    colours: Mapping[str, Any] | None = None,
+) -> Figure:
+    """Observed item means per group against the 90% interval of simulated item means.
+
+    ``simulated`` is ``(S, n_obs)`` from :func:`simulate_responses` (prior or posterior).
+    """
+    n_items, n_groups = len(items), len(groups)
+    cell = group_idx.astype(np.int64) * n_items + item_idx
+    counts = np.bincount(cell, minlength=n_groups * n_items).astype(float)
+    counts[counts == 0] = np.nan
+
+    def means(y: np.ndarray) -> np.ndarray:
+        return (np.bincount(cell, weights=y, minlength=n_groups * n_items) / counts).reshape(
+            n_groups, n_items
+        )
+
+    observed_means = means(np.asarray(observed, dtype=float))
+    simulated_means = np.stack([means(row.astype(float)) for row in simulated])
+    low, high = np.nanquantile(simulated_means, [0.05, 0.95], axis=0)
+    colours = dict(colours) if colours is not None else group_colours(groups)
+    fig, axes = plt.subplots(n_groups, 1, figsize=(10, 1.9 * n_groups + 0.8), sharex=True, dpi=100)
+    axes = np.atleast_1d(axes)
+    x = np.arange(n_items)
+    for g, (ax, group) in enumerate(zip(axes, groups, strict=True)):
+        ax.fill_between(
+            x, low[g], high[g], color=colours[group], alpha=0.25, step="mid", label="90% simulated"
+        )
+        ax.plot(x, observed_means[g], "o", ms=4, color="black", label="observed")
+        ax.set_ylabel(f"{group}\nmean answer", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper right")
+    axes[-1].set_xticks(x, items, rotation=60, ha="right", fontsize=8)
+    axes[-1].set_xlabel("item")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig

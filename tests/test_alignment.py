@@ -70,9 +70,7 @@ def test_linear_shifts_give_exact_metrics(difficulty):
 
 def test_per_draw_metrics_match_scipy(difficulty):
     rng = np.random.default_rng(2)
-    shift = rng.normal(scale=[0.3, 1.5], size=(N_CHAINS, N_DRAWS, N_ITEMS, 2)).transpose(
-        0, 1, 3, 2
-    )
+    shift = rng.normal(scale=[0.3, 1.5], size=(N_CHAINS, N_DRAWS, N_ITEMS, 2)).transpose(0, 1, 3, 2)
     scale = np.abs(rng.normal(size=(N_CHAINS, N_DRAWS, 2)))
     draws = alignment_draws(make_posterior(difficulty, shift, ["a", "b"], dif_scale=scale))
     for c, d, g in [(0, 0, 0), (1, 17, 1), (0, 49, 1)]:

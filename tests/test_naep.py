@@ -100,3 +100,30 @@ def test_real_classical_table(naep_all):
     np.testing.assert_allclose(ctt.loc["economics-12", "Phi-4-14B"], ref.statistic, rtol=1e-10)
     acc = wide(table, "accuracy")
     assert (acc["UniformBaseline"] == 0.25).all() and (acc["OracleBaseline"] == 1.0).all()
+
+
+def test_cli_classical_writes_long_csv_and_figures(tmp_path, capsys):
+    import pandas as pd
+
+    from bayes_align.cli import main
+
+    folder = _tiny_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    assert main(["classical", "--data", str(folder), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "classical.csv")
+    assert list(table.columns) == ["subset", "model", "metric", "value", "p_value"]
+    assert {"ctt_r", "kl", "kl_optimized", "temperature", "theta0_r", "accuracy"} <= set(table["metric"])
+    for name in ("ctt_correlation.png", "theta0_correlation.png", "kl.png", "temperature.png"):
+        assert (out / name).stat().st_size > 1000
+    assert "civics-4" in capsys.readouterr().out
+
+
+def test_aggregated_data_from_real_naep(naep_all):
+    from bayes_align.aggregated import AggregatedData
+
+    econ = naep_all.select(["economics-12"])
+    data = AggregatedData.from_naep(econ, human_n=2000, model_n=100)
+    assert data.n_items == 93 and data.n_groups == 19 and data.groups[0] == "human"
+    np.testing.assert_allclose(data.share()[:93], econ.human_key_prob())
+    with pytest.raises(ValueError, match="one \\(subject, grade\\) subset"):
+        AggregatedData.from_naep(naep_all, human_n=2000, model_n=100)

@@ -69,7 +69,6 @@ def _run_classical(args: argparse.Namespace) -> int:
         plot_correlation_heatmap,
         plot_kl,
         plot_temperatures,
-        wide,
     )
     from bayes_align.naep import load_naep
 
@@ -77,14 +76,10 @@ def _run_classical(args: argparse.Namespace) -> int:
     naep = load_naep(args.data, subjects=args.subject)
     table = classical_table(naep)
     elapsed = time.perf_counter() - start
-    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.precision", 3):
-        for metric in ("temperature", "kl", "kl_optimized", "ctt_r", "theta0_r", "accuracy"):
-            print(f"\n== {metric} (rows: model, columns: subset)")
-            values = wide(table, metric).T
-            if metric in ("ctt_r", "theta0_r"):
-                stars = wide(table, metric, "p_value").T.lt(0.05)
-                values = values.round(3).astype(str) + np.where(stars, "*", "")
-            print(values.to_string())
+    metrics = ("temperature", "kl", "kl_optimized", "ctt_r", "theta0_r", "accuracy")
+    for subset in naep.subsets:
+        print(f"\n== {subset} ({int((naep.rows['subset'] == subset).sum())} items)")
+        print(_subset_view(table, subset, metrics).to_string())
     print(f"\n{naep.n_rows} item rows x {naep.n_models} models in {elapsed:.2f} s; * p < 0.05")
     if args.out is not None:
         import matplotlib
@@ -111,6 +106,20 @@ def _run_classical(args: argparse.Namespace) -> int:
             plt.close(ax.figure)
         print(f"wrote {args.out / 'classical.csv'} and {len(figures)} figures")
     return 0
+
+
+def _subset_view(table: pd.DataFrame, subset: str, metrics) -> pd.DataFrame:
+    """One subset as a model x metric table; correlations starred where p < 0.05."""
+    part = table.loc[(table["subset"] == subset) & table["metric"].isin(metrics)]
+    models = list(dict.fromkeys(part["model"]))
+    value = part.pivot(index="model", columns="metric", values="value").reindex(index=models, columns=list(metrics))
+    p_value = part.pivot(index="model", columns="metric", values="p_value").reindex(index=models, columns=list(metrics))
+    text = value.map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    stars = p_value.lt(0.05)
+    for column in ("ctt_r", "theta0_r"):
+        if column in text:
+            text[column] = text[column] + np.where(stars[column], "*", "")
+    return text
 
 
 def _run_naep_alignment(args: argparse.Namespace) -> int:

@@ -93,7 +93,7 @@ def fit_pymc(
         )
     sample = time.perf_counter() - t0
     div = int(idata.sample_stats["diverging"].sum())
-    import os
+    from pymc.sampling.parallel import _cpu_count
 
     return PeerResult(
         tool="PyMC (NUTS)",
@@ -101,7 +101,8 @@ def fit_pymc(
         setup_s=setup,
         sample_s=sample,
         divergences=div,
-        chain_method=f"processes (cores={min(4, os.cpu_count() or 1)})",
+        chain_method=f"default cores=min(4, cpu_count // 2) = {min(4, _cpu_count())}"
+        + (" (chains in sequence)" if min(4, _cpu_count()) == 1 else " processes"),
     )
 
 

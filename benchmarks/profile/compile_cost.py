@@ -1,6 +1,9 @@
 """Where bayes_align's NUTS wall time goes: JAX tracing/compilation vs sampling.
 
-    python -m benchmarks.profile.compile_cost W1 [--quick] [--chain-method vectorized]
+    python -m benchmarks.profile.compile_cost W1 [--quick] [--short] [--chain-method vectorized]
+
+Run it under different ``XLA_FLAGS`` (e.g. ``--xla_backend_optimization_level=0``) to see
+how much of the compile is LLVM optimisation and what it costs at run time.
 
 Registers a ``jax.monitoring`` listener and sums the durations JAX reports for tracing,
 lowering and XLA backend compilation during ``fit``, for a tiny fit (5 + 5 iterations)
@@ -43,8 +46,10 @@ def main(argv: list[str]) -> None:
     print()
     print("| fit | wall s | trace s | lower s | XLA compile s | compilations | rest (sampling) s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for label, n in (("first tiny fit (5+5)", 5), ("second tiny fit (5+5)", 5),
-                     ("fit 500+500", 500)):
+    runs = [("first tiny fit (5+5)", 5), ("second tiny fit (5+5)", 5), ("fit 500+500", 500)]
+    if "--short" in argv:  # one real fit only
+        runs = [("fit 300+300", 300)]
+    for label, n in runs:
         EVENTS.clear()
         COUNTS.clear()
         t0 = time.perf_counter()

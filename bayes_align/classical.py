@@ -387,6 +387,8 @@ def plot_correlation_heatmap(table: pd.DataFrame, metric: str = "ctt_r", ax=None
 
     r = wide(table, metric)
     p = wide(table, metric, "p_value")
+    if r.empty:
+        raise ValueError(f"the table has no {metric!r} rows (correlations need >= 3 items and an LM)")
     if ax is None:
         _, ax = plt.subplots(figsize=(1.0 + 0.45 * r.shape[1], 1.6 + 0.5 * r.shape[0]))
     image = ax.imshow(r.to_numpy(float), cmap="coolwarm", vmin=-1, vmax=1, aspect="auto")

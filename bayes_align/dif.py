@@ -21,7 +21,6 @@ categories are the same.
 
 from __future__ import annotations
 
-import json
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayes_align.alignment import as_inference_data
+from bayes_align.alignment import as_inference_data, identified_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from bayes_align.data import ResponseData
@@ -69,25 +68,6 @@ _DIF_COLUMNS = [
 
 
 # --------------------------------------------------------------------------- posterior screen
-def _unidentified_pairs(idata: az.InferenceData) -> set[tuple[str, str]]:
-    """``(item, focal_group)`` pairs the fit recorded as not identified.
-
-    Read from ``idata.attrs["dif_unidentified"]``: a JSON string (or list) of
-    ``[item, group]`` pairs, written by :func:`bayes_align.fit` from
-    ``ResponseData.dif_unidentified``.
-    """
-    raw = idata.attrs.get("dif_unidentified") if hasattr(idata, "attrs") else None
-    if raw is None:
-        return set()
-    if isinstance(raw, bytes):
-        raw = raw.decode()
-    if isinstance(raw, str):
-        raw = json.loads(raw) if raw.strip() else []
-    if isinstance(raw, dict):  # {"group": [items...]}
-        return {(str(i), str(g)) for g, items in raw.items() for i in items}
-    return {(str(pair[0]), str(pair[1])) for pair in raw}
-
-
 def ets_category_posterior(
     mean: np.ndarray, hdi_low: np.ndarray, hdi_high: np.ndarray
 ) -> np.ndarray:
@@ -202,10 +182,7 @@ def dif_screen(
     items = shift_da["item"].to_numpy().astype(str)
     group_col = np.repeat(groups, len(items))
     item_col = np.tile(items, len(groups))
-    unidentified = _unidentified_pairs(idata)
-    identified = np.array(
-        [(i, g) not in unidentified for i, g in zip(item_col, group_col, strict=True)], dtype=bool
-    )
+    identified = identified_mask(idata, groups, items).ravel()
     category = ets_category_posterior(mean, low, high).ravel()
     flagged = (prob_outside.ravel() >= prob) & identified
     table = pd.DataFrame(

@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -333,6 +334,7 @@ def sample_parameters(inputs: ModelInputs, spec: ModelSpec) -> dict[str, jnp.nda
 
 
 # --------------------------------------------------------------------- likelihood
+@partial(jax.jit, static_argnames=("irt",))
 def observation_log_likelihood(
     params: Mapping[str, jnp.ndarray],
     person_idx: jnp.ndarray,
@@ -350,7 +352,8 @@ def observation_log_likelihood(
     (n_focal, n_items) and, depending on ``irt``, ``discrimination``, ``guessing``,
     ``step`` (n_items, K_max - 1) and ``dif_log_discrimination`` (n_focal, n_items).
     Returns ``w_o * log p(y_o | params)`` of shape (n_obs,). Vectorise over draws with
-    ``jax.vmap``.
+    ``jax.vmap``. Jitted so that the eager model trace NumPyro runs at initialisation
+    compiles it once instead of op by op (inside another jit it is simply inlined).
     """
     n_items = params["difficulty"].shape[-1]
     # (group, item) cell in the flattened shift table whose last row (the reference) is 0;

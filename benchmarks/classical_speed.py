@@ -5,7 +5,7 @@ The straightforward version is how such analyses are usually written (and how th
 original study wrote them): per-row ``DataFrame.apply`` for the order-averaged softmax,
 KL, TV, key probabilities and accuracy, ``groupby().apply(scipy.stats.pearsonr)`` for the
 correlations, and a PyTorch Adam loop per (subset, model) for the temperature (lr 0.01,
-stop after 100 steps without improvement). It minimises the *same* objective as
+stop after 100 steps without improvement, at most 10,000 steps). It minimises the *same* objective as
 ``optimize_temperature`` (mean KL of the order-averaged softmax), so both must agree;
 the script checks that before it reports the ratio.
 
@@ -32,9 +32,16 @@ from bayes_align.classical import classical_table
 from bayes_align.naep import load_naep
 
 
-def straightforward_table(naep) -> pd.DataFrame:
-    """Per-item pandas / PyTorch implementation of ``classical_table`` (same metrics)."""
+def straightforward_table(naep, max_steps: int = 10_000) -> pd.DataFrame:
+    """Per-item pandas / PyTorch implementation of ``classical_table`` (same metrics).
+
+    The Adam loop per (subset, model) stops after 100 steps without improvement or at
+    ``max_steps``.
+    """
     import torch
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=naep.n_subsets * naep.n_models, desc="Adam temperatures", mininterval=5)
 
     rows = naep.rows.reset_index(drop=True)
     frames = []
@@ -52,8 +59,9 @@ def straightforward_table(naep) -> pd.DataFrame:
         human = torch.tensor(np.stack(group["human"].to_numpy()))
         temperature = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
         optimizer = torch.optim.Adam([temperature], lr=0.01)
-        best, since = float("inf"), 0
-        while since <= 100:
+        best, since, steps = float("inf"), 0, 0
+        while since <= 100 and steps < max_steps:
+            steps += 1
             optimizer.zero_grad()
             probs = torch.softmax(logits / temperature, dim=-1).mean(dim=-2)
             loss = torch.nn.functional.kl_div(probs.log(), human, reduction="batchmean")
@@ -63,6 +71,7 @@ def straightforward_table(naep) -> pd.DataFrame:
                 best, since = loss.item(), 0
             else:
                 since += 1
+        bar.update(1)
         return temperature.item()
 
     temps = data.groupby(["subset", "model"], sort=False).apply(fit_temperature, include_groups=False)

@@ -349,6 +349,8 @@ def run_svi_workload(wl, tools: list[str], s: dict, seed: int, log,
         ("ours_dif", True, tuned, label),
     ]
     for key, dif, opts, desc in variants:
+        if s.get("svi_variants") and key not in s["svi_variants"]:
+            continue
         log(f"[{wl.name}] ours SVI dif={dif} {opts}")
         r = ours_svi(wl.data, dif, seed, s["svi_draws"], **opts)
         r["tool"] = f"bayes_align SVI ({desc})"
@@ -458,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="nuts,svi", help="nuts, svi or both")
     parser.add_argument("--ours-variants", default="default,vectorized",
                         help="chain methods for our NUTS rows; the first is the reference")
+    parser.add_argument("--svi-variants", default="ours,ours_tuned,ours_dif",
+                        help="which of our SVI rows to run (ours = defaults)")
     parser.add_argument("--svi-budget", type=float, help="py-irt time budget, seconds")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
@@ -468,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("chains", "draws", "warmup"):
         if getattr(args, k) is not None:
             s[k] = getattr(args, k)
+    s["svi_variants"] = [v.strip() for v in args.svi_variants.split(",") if v.strip()]
     if args.svi_budget is not None:
         s["svi_budget_s"] = args.svi_budget
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]

@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-sizes", default="8,16")
     parser.add_argument("--debias", default="cyclic", choices=["cyclic", "none"])
+    parser.add_argument(
+        "--share-prefix", action="store_true", help="also time score(..., share_prefix=True)"
+    )
     parser.add_argument("--model", default=str(ROOT / "models" / "smollm2-135m-instruct.yaml"))
     args = parser.parse_args()
 
@@ -94,6 +97,16 @@ def main() -> None:
         )
         diff = np.abs(np.stack(frame["position_logits"].to_numpy()) - loop_logits).max()
         rows.append(("batched `score`", batch_size, n, b_wall, b_cpu, diff))
+    if args.share_prefix and debias is not None:
+        batch_size = max(int(b) for b in args.batch_sizes.split(","))
+        frame, b_wall, b_cpu = _timed(
+            lambda: score(
+                lm, items, template, debias=debias, batch_size=batch_size, progress=False,
+                share_prefix=True,
+            )
+        )
+        diff = np.abs(np.stack(frame["position_logits"].to_numpy()) - loop_logits).max()
+        rows.append(("batched `score`, shared prefix KV", batch_size, n, b_wall, b_cpu, diff))
 
     tokens = np.mean([len(lm.tokenizer(r.prompt, add_special_tokens=False)["input_ids"]) for r in requests])
     print(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import arviz as az
 import numpy as np
 import pandas as pd
@@ -144,3 +146,21 @@ def test_bad_inputs_raise_clear_errors(difficulty):
         alignment(one_group, prob=1.5)
     with pytest.raises(TypeError, match="Fit or an arviz InferenceData"):
         as_inference_data(pd.DataFrame())
+
+
+def test_unidentified_items_are_left_out_of_the_metrics(difficulty):
+    # Items q0 and q1 were not answered by "lm": their shifts are prior noise (here huge).
+    # On the 10 identified items shift = 0.5 b, so r = 1 exactly once q0, q1 are excluded.
+    shift = 0.5 * difficulty[:, :, None, :].copy()
+    shift[..., :2] = np.random.default_rng(5).normal(scale=10, size=(N_CHAINS, N_DRAWS, 1, 2))
+    idata = make_posterior(difficulty, shift, ["lm"])
+    assert alignment_draws(idata)["pearson"].min() < 0.9  # polluted without the record
+    idata.attrs["dif_unidentified"] = '[["q0", "lm"], ["q1", "lm"]]'
+    draws = alignment_draws(idata)
+    np.testing.assert_allclose(draws["pearson"], 1.0, atol=1e-12)
+    np.testing.assert_allclose(draws["spearman"], 1.0, atol=1e-12)
+    kept = difficulty[..., 2:]
+    np.testing.assert_allclose(draws["dif_scale"][..., 0], 0.5 * kept.std(axis=-1, ddof=1))
+    idata.attrs["dif_unidentified"] = json.dumps([[f"q{i}", "lm"] for i in range(10)])
+    with pytest.raises(ValueError, match="fewer than 3 items"):
+        alignment_draws(idata)

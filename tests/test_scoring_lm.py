@@ -104,6 +104,15 @@ def test_cyclic_debiasing_maps_logits_to_the_original_options(lm):
             assert row.logits[option_index] == pytest.approx(single[r, position], abs=1e-3)
 
 
+def test_shared_prefix_kv_cache_gives_the_same_logits(lm):
+    plain = score(lm, ITEMS[:1], personas=PERSONAS, batch_size=8, progress=False)
+    shared = score(lm, ITEMS[:1], personas=PERSONAS, batch_size=8, progress=False, share_prefix=True)
+    assert (plain["cache_key"] == shared["cache_key"]).all()
+    np.testing.assert_allclose(
+        np.stack(shared["logits"].to_numpy()), np.stack(plain["logits"].to_numpy()), atol=1e-3
+    )
+
+
 def test_cache_resumes_after_interruption_and_refuses_another_config(lm, tmp_path):
     cache = tmp_path / "scores.jsonl"
     items = ITEMS[:1]

@@ -99,12 +99,19 @@ def _run_classical(args: argparse.Namespace) -> int:
             "kl.png": lambda: plot_kl(table),
             "temperature.png": lambda: plot_temperatures(table),
         }
+        written = 0
         for name, draw in figures.items():
+            if name.endswith("correlation.png"):
+                metric = "ctt_r" if name.startswith("ctt") else "theta0_r"
+                if not (table["metric"] == metric).any():
+                    print(f"skipped {name}: no {metric} values (too few items per subset)")
+                    continue
             ax = draw()
             ax.figure.tight_layout()
             ax.figure.savefig(args.out / name, dpi=120)
             plt.close(ax.figure)
-        print(f"wrote {args.out / 'classical.csv'} and {len(figures)} figures")
+            written += 1
+        print(f"wrote {args.out / 'classical.csv'} and {written} figures")
     return 0
 
 
@@ -143,16 +150,17 @@ def _run_naep_alignment(args: argparse.Namespace) -> int:
     data = AggregatedData.from_naep(
         naep, human_n=args.human_n, model_n=args.model_n, temperature=temperature
     )
-    start = time.perf_counter()
-    fit = fit_aggregated(data, method=args.method, irt=args.irt, seed=args.seed)
-    elapsed = time.perf_counter() - start
+    start, cpu = time.perf_counter(), time.process_time()
+    fit = fit_aggregated(data, method=args.method, irt=args.irt, seed=args.seed, progress_bar=True)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     ranking = rank_alignment(fit, prob=0.9)
     ctt = wide(classical_table(naep, np.broadcast_to(temperature, (naep.n_models, 1))), "ctt_r").iloc[0]
     ranking["classical_ctt_r"] = ranking["model"].map(ctt)
     with pd.option_context("display.width", 200, "display.precision", 3):
         print(ranking.to_string(index=False))
     print(
-        f"\n{data.n_items} items x {data.n_groups} groups, {args.method.upper()} in {elapsed:.1f} s; "
+        f"\n{data.n_items} items x {data.n_groups} groups, {args.method.upper()} in {elapsed:.1f} s "
+        f"({cpu:.1f} s CPU); "
         f"alignment = posterior Pearson r of item difficulties (human vs LM), 90% interval"
     )
     if args.out is not None:

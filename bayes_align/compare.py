@@ -159,6 +159,7 @@ def compare_models(
         raise ValueError(f"compare_models needs at least two models, got {list(fits)}")
     var_name = _POINTWISE_VAR[pointwise]
     dim = "obs" if pointwise == "obs" else "person"
+    unit = "observation" if pointwise == "obs" else "person"
     idatas = {str(name): _log_likelihood(str(name), fit, var_name) for name, fit in fits.items()}
     sizes = {name: _n_units(idata, var_name) for name, idata in idatas.items()}
     if len(set(sizes.values())) > 1:
@@ -188,7 +189,7 @@ def compare_models(
                 )
                 diagnostics.append(
                     f"Pareto k above {threshold:.2f} for {high_k[name]} of {k.size} "
-                    f"left-out {dim}s in {name!r} (max {max_k[name]:.2f}); the PSIS-LOO "
+                    f"left-out {unit}s in {name!r} (max {max_k[name]:.2f}); the PSIS-LOO "
                     f"estimate is unreliable there: {advice}."
                 )
         table = az.compare(loo)

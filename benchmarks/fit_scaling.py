@@ -13,6 +13,7 @@ Prints a Markdown table with the CPU, core count, JAX backend and load average.
 
     python benchmarks/fit_scaling.py            # full run (NUTS up to 1e5)
     python benchmarks/fit_scaling.py --quick    # 1e4 only, short chains
+    python benchmarks/fit_scaling.py --sizes 1e4 --methods nuts --chain-methods --host-devices 2
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=50)
     parser.add_argument("--chain-methods", action="store_true",
                         help="also compare sequential and vectorized chains at the smallest size")
+    parser.add_argument("--host-devices", type=int, default=0,
+                        help="split the CPU into this many XLA devices first (parallel chains)")
+    parser.add_argument("--methods", nargs="*", default=["svi", "nuts"])
     args = parser.parse_args(argv)
+    if args.host_devices:
+        import numpyro  # must run before JAX initialises its backend
+
+        numpyro.set_host_device_count(args.host_devices)
 
     import jax
     import numpy as np
@@ -60,8 +68,10 @@ def main(argv: list[str] | None = None) -> None:
         n_obs = int(size)
         n_persons = max(n_obs // args.items, 6)
         data, truth = simulate(n_persons=n_persons, n_items=args.items, n_dif_items=8, seed=0)
-        methods = ["svi"] + (["nuts"] if size <= args.nuts_max else [])
-        chain_methods = ["sequential", "vectorized"] if args.chain_methods and size == sizes[0] else [None]
+        methods = [m for m in args.methods if m == "svi" or size <= args.nuts_max]
+        chain_methods = [None]
+        if args.chain_methods and size == sizes[0]:
+            chain_methods = ["sequential", "vectorized"] + (["parallel"] if args.host_devices else [])
         for method in methods:
             for chain_method in chain_methods if method == "nuts" else [None]:
                 with warnings.catch_warnings():

@@ -59,6 +59,26 @@ import numpy as np  # noqa: E402
 
 ITEM_VARS = ("difficulty", "discrimination", "dif_shift")
 
+#: when set, every finished tool is appended here as one JSON line (survives a killed run)
+PARTIAL_LOG: Path | None = None
+
+
+def _partial(workload: str, key: str, result: dict) -> None:
+    if PARTIAL_LOG is None:
+        return
+    row = {"workload": workload, "key": key}
+    for k, v in result.items():
+        if k in ("draws", "means", "elbo"):
+            continue
+        row[k] = v
+    if "draws" in result:
+        try:
+            row["min_ess"] = ess_summary(result["draws"])
+        except Exception as err:  # pragma: no cover - diagnostics only
+            row["min_ess_error"] = repr(err)
+    with open(PARTIAL_LOG, "a") as fh:
+        fh.write(json.dumps(row, default=float) + "\n")
+
 # chains, draws, warmup per mode; SVI settings per mode
 SETTINGS = {
     "quick": {"chains": 2, "draws": 200, "warmup": 200, "svi_budget_s": 60.0, "svi_draws": 100,
@@ -289,9 +309,9 @@ def run_nuts_workload(wl, tools: list[str], s: dict, seed: int, variants: list[s
     for i, variant in enumerate(variants):
         log(f"[{wl.name}] ours NUTS {variant} ({chains} x {warmup}+{draws})")
         cm = None if variant == "default" else variant
-        results["ours" if i == 0 else f"ours_{variant}"] = ours_nuts(
-            wl.data, True, chains, draws, warmup, seed, cm
-        )
+        key = "ours" if i == 0 else f"ours_{variant}"
+        results[key] = ours_nuts(wl.data, True, chains, draws, warmup, seed, cm)
+        _partial(wl.name, key, results[key])
     peers = {
         "stan": stan_peer.fit_stan,
         "nutpie": pymc_peer.fit_nutpie,
@@ -318,6 +338,7 @@ def run_nuts_workload(wl, tools: list[str], s: dict, seed: int, variants: list[s
             "divergences": r.divergences,
             "chain_method": r.chain_method,
         }
+        _partial(wl.name, tool, results[tool])
     ref = results["ours"]["draws"]
     for _tool, r in results.items():
         if "draws" not in r:
@@ -355,6 +376,7 @@ def run_svi_workload(wl, tools: list[str], s: dict, seed: int, log,
         r = ours_svi(wl.data, dif, seed, s["svi_draws"], **opts)
         r["tool"] = f"bayes_align SVI ({desc})"
         results[key] = r
+        _partial(wl.name, key, r)
     if "pyirt" in tools:
         if peer_available("pyirt"):
             from benchmarks.peers.pyirt_peer import fit_pyirt
@@ -362,6 +384,7 @@ def run_svi_workload(wl, tools: list[str], s: dict, seed: int, log,
             log(f"[{wl.name}] py-irt (budget {s['svi_budget_s']:.0f} s)")
             results["pyirt"] = fit_pyirt(wl.data, time_budget_s=s["svi_budget_s"], seed=seed)
             results["pyirt"].pop("elbo", None)
+            _partial(wl.name, "pyirt", results["pyirt"])
         else:
             log(f"[{wl.name}] py-irt is not installed; skipped")
     for r in results.values():
@@ -472,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("chains", "draws", "warmup"):
         if getattr(args, k) is not None:
             s[k] = getattr(args, k)
+    global PARTIAL_LOG
+    if args.json:
+        PARTIAL_LOG = args.json.with_suffix(".partial.jsonl")
     s["svi_variants"] = [v.strip() for v in args.svi_variants.split(",") if v.strip()]
     if args.svi_budget is not None:
         s["svi_budget_s"] = args.svi_budget

@@ -347,16 +347,19 @@ def test_shuffled_control_has_alignment_near_zero(recovery):
 def test_alignment_posterior_covers_generating_value(recovery):
     _, truth, fitted = recovery
     b = truth["difficulty"]
-    result = alignment(fitted, prob=0.99).table.set_index(["group", "metric"])
+    result = alignment(fitted, prob=0.9).table.set_index(["group", "metric"])
     for k, group in enumerate(truth["focal_groups"]):
         true_r = np.corrcoef(b, b + truth["dif_shift"][k])[0, 1]
         row = result.loc[(group, "pearson")]
-        print(f"{group}: true r {true_r:.4f}, posterior {row['mean']:.4f} "
-              f"(99% HDI {row['hdi_low']:.4f} to {row['hdi_high']:.4f})")  # fmt: skip
-        # 99%, not 90%: one fixed-seed check of a 90% interval fails 10% of the time by
-        # design, and the normal DIF prior shrinks the planted +-0.8 shifts by ~15%, which
-        # biases r up by about one posterior sd (0.007) at this design.
-        assert row["hdi_low"] <= true_r <= row["hdi_high"]
+        z = (row["mean"] - true_r) / row["sd"]
+        print(f"{group}: true r {true_r:.4f}, posterior {row['mean']:.4f} (sd {row['sd']:.4f}, "
+              f"90% HDI {row['hdi_low']:.4f} to {row['hdi_high']:.4f}), z = {z:.2f}")  # fmt: skip
+        # Covered by mean +- 3 sd (~99.7%), not the 90% HDI: one fixed-seed check of a 90%
+        # interval fails 10% of the time by design, and the normal DIF prior shrinks the
+        # planted +-0.8 shifts by ~12%, which biases r up by 1-2 posterior sd (0.007) at
+        # this design (measured at seeds 1 and 2; lm_a here has z ~ 1.6). Mean and sd
+        # carry far less Monte Carlo error than a tail quantile does.
+        assert abs(z) < 3, (group, true_r, row["mean"], row["sd"])
 
 
 @pytest.mark.slow

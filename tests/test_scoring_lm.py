@@ -60,6 +60,8 @@ def lm():
     model = load_lm(MODEL_YAML)
     assert model.dtype == torch.float32 and model.device == "cpu"
     assert next(model.model.parameters()).dtype == torch.float32
+    # Q4_1 GGUF dequantised to float32: 134.5 M parameters, about 0.54 GB
+    assert 0.5e9 < model.model.get_memory_footprint() < 0.6e9
     return model
 
 

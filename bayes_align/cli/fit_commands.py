@@ -226,8 +226,6 @@ def _run_fit(args: argparse.Namespace) -> int:
             f"min tail ESS {report.min_ess_tail:.0f}, {report.n_divergent} divergent "
             f"transitions ({report.n_chains} chains x {report.n_draws} draws)"
         )
-        for message in report.messages:
-            print(f"warning: {message}")
     print(f"saved {args.out}")
     return 0
 

@@ -27,6 +27,10 @@ _EXPORTS = {
     "dif_screen": "bayes_align.dif",
     "mantel_haenszel": "bayes_align.dif",
     "compare_models": "bayes_align.compare",
+    "load_naep": "bayes_align.naep",
+    "classical_table": "bayes_align.classical",
+    "AggregatedData": "bayes_align.aggregated",
+    "fit_aggregated": "bayes_align.aggregated",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

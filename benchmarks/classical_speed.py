@@ -197,8 +197,8 @@ def bench_bayes(folder: str) -> None:
     data = AggregatedData.from_naep(naep, human_n=2000, model_n=100, temperature=temps)
     print(f"\naggregated fit: {data.n_items} items x {data.n_groups} groups ({data.n_rows} rows)")
     for method, kwargs in (
-        ("svi", {"svi_steps": 4000, "num_samples": 500, "num_chains": 2}),
-        ("nuts", {"num_warmup": 500, "num_samples": 500, "num_chains": 2}),
+        ("svi", {"draws": 1000}),
+        ("nuts", {"chains": 2, "warmup": 500, "draws": 500}),
     ):
         start, cpu = time.perf_counter(), time.process_time()
         fit = fit_aggregated(data, method=method, irt="1pl", **kwargs)

@@ -337,6 +337,7 @@ def run_nuts_workload(wl, tools: list[str], s: dict, seed: int, variants: list[s
             "sample_s": r.sample_s,
             "divergences": r.divergences,
             "chain_method": r.chain_method,
+            "grads": r.extra.get("grads"),
         }
         _partial(wl.name, tool, results[tool])
     ref = results["ours"]["draws"]
@@ -410,18 +411,21 @@ def nuts_table(results: dict) -> str:
     ours = results["ours"]
     lines = [
         "| tool | chains run as | setup s | sampling s | min bulk ESS | ESS/s | ESS/s incl. setup "
-        "| divergences | max \\|Δmean\\|/sd vs ours | max MCSE z vs ours | ours/peer ESS/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| gradients / ESS | divergences | max \\|Δmean\\|/sd vs ours | max MCSE z vs ours "
+        "| ours/peer ESS/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for _key, r in results.items():
         if "error" in r:
-            lines.append(f"| {r['tool']} | failed: {r['error'][:80]} |" + " |" * 9)
+            lines.append(f"| {r['tool']} | failed: {r['error'][:80]} |" + " |" * 10)
             continue
         ratio = ours["ess_per_s"] / r["ess_per_s"]
         lines.append(
             f"| {r['tool']} | {r['chain_method']} | {_f(r['setup_s'])} | {_f(r['sample_s'])} | "
             f"{_f(r['min_ess'], '{:.0f}')} | {_f(r['ess_per_s'], '{:.2f}')} | "
-            f"{_f(r['ess_per_s_e2e'], '{:.2f}')} | {r['divergences']} | "
+            f"{_f(r['ess_per_s_e2e'], '{:.2f}')} | "
+            f"{_f(r['grads'] / r['min_ess'] if r.get('grads') else None, '{:.0f}')} | "
+            f"{r['divergences']} | "
             f"{_f(r['agree_sd'], '{:.3f}')} | {_f(r['agree_z'], '{:.1f}')} | "
             f"{_f(ratio, '{:.2f}')} |"
         )

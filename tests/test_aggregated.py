@@ -106,3 +106,31 @@ def test_alignment_and_dif_screen_run_on_aggregated_fit(simulated_fit):
     flagged = screen.loc[screen["flagged"] & (screen["group"] == "shifted"), "item"]
     assert set(flagged) == {f"i{i}" for i in planted}
     assert not screen.loc[screen["group"] == "aligned", "flagged"].any()
+
+
+def test_model_variants_trace_with_published_item_prior():
+    """3PL with an informative (NAEP-style) item prior and free focal sds: sites and shapes."""
+    from numpyro import handlers
+
+    from bayes_align.aggregated import _model_kwargs, aggregated_model
+
+    data, *_ = _simulate()
+    prior = {
+        "difficulty": np.where(np.arange(30) % 3 == 0, np.nan, 0.5),  # NaN: default prior
+        "log_discrimination": np.full(30, np.log(1.7)),
+        "guessing": np.full(30, 0.2),
+    }
+    data = AggregatedData(
+        item_idx=data.item_idx, group_idx=data.group_idx, n_correct=data.n_correct,
+        n_total=data.n_total, items=data.items, groups=data.groups,
+        reference_group=data.reference_group, item_prior=prior,
+    )
+    kwargs = _model_kwargs(data, irt="3pl", focal_sd=None, n_nodes=21, prior_sd=0.25)
+    trace = handlers.trace(handlers.seed(aggregated_model, 0)).get_trace(**kwargs)
+    assert trace["difficulty"]["fn"].base_dist.loc[1] == 0.5
+    assert trace["difficulty"]["fn"].base_dist.scale[0] == 2.0  # no published value
+    assert trace["guessing"]["value"].shape == (30,)
+    assert trace["sigma_focal"]["value"].shape == (2,)
+    assert trace["dif_shift"]["value"].shape == (2, 30)
+    np.testing.assert_allclose(trace["dif_shift"]["value"].sum(axis=1), 0.0, atol=1e-5)
+    assert np.isfinite(trace["y"]["fn"].log_prob(trace["y"]["value"])).all()

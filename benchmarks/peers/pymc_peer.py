@@ -93,6 +93,7 @@ def fit_pymc(
         )
     sample = time.perf_counter() - t0
     div = int(idata.sample_stats["diverging"].sum())
+    grads = int(idata.sample_stats["n_steps"].sum()) if "n_steps" in idata.sample_stats else None
     from pymc.sampling.parallel import _cpu_count
 
     return PeerResult(
@@ -103,6 +104,7 @@ def fit_pymc(
         divergences=div,
         chain_method=f"default cores=min(4, cpu_count // 2) = {min(4, _cpu_count())}"
         + (" (chains in sequence)" if min(4, _cpu_count()) == 1 else " processes"),
+        extra={"grads": grads},
     )
 
 
@@ -133,6 +135,8 @@ def fit_nutpie(
     )
     sample = time.perf_counter() - t0
     div = int(idata.sample_stats["diverging"].sum())
+    stats = idata.sample_stats
+    grads = int(stats["n_steps"].sum()) if "n_steps" in stats else None
     return PeerResult(
         tool=f"nutpie ({backend})",
         draws=_item_draws(idata, dif),
@@ -140,4 +144,5 @@ def fit_nutpie(
         sample_s=sample,
         divergences=div,
         chain_method="threads (one per core)",
+        extra={"grads": grads},
     )

@@ -62,6 +62,7 @@ def fit_stan(
     if dif:
         out["dif_shift"] = grab("dif_shift")
     div = int(np.asarray(fit["divergent__"]).sum())
+    grads = int(np.asarray(fit["n_leapfrog__"]).sum())
     return PeerResult(
         tool="Stan (pystan)",
         draws=out,
@@ -69,4 +70,5 @@ def fit_stan(
         sample_s=sample,
         divergences=div,
         chain_method="processes (httpstan, one per core)",
+        extra={"grads": grads},
     )

@@ -101,7 +101,14 @@ def load_fit(path: str | Path) -> Fit:
     """Reload a fit saved with :meth:`Fit.to_netcdf` (no refitting, no data needed)."""
     idata = az.from_netcdf(str(path), engine="h5netcdf")
     attrs = dict(idata.attrs)
-    spec = ModelSpec.from_json(attrs["model_spec"]) if "model_spec" in attrs else None
+    spec = None
+    if "model_spec" in attrs:
+        try:
+            spec = ModelSpec.from_json(attrs["model_spec"])
+        except (TypeError, ValueError):
+            # a model fitted through run_inference with its own spec fields (e.g. the
+            # aggregated model); the JSON stays available in idata.attrs["model_spec"].
+            spec = None
     elbo = np.asarray(json.loads(attrs["elbo"])) if "elbo" in attrs else None
     return Fit(
         idata=idata,

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
         ba.fit(wl.data, draws=n, warmup=n, **kw)
         wall = time.perf_counter() - t0
         trace = sum(v for k, v in EVENTS.items() if "trace" in k)
-        lower = sum(v for k, v in EVENTS.items() if "lower" in k)
+        lower = sum(v for k, v in EVENTS.items() if "lower" in k or "mlir" in k)
         comp = sum(v for k, v in EVENTS.items() if "backend_compile" in k)
         n_comp = sum(v for k, v in COUNTS.items() if "backend_compile" in k)
         print(f"| {label} | {wall:.1f} | {trace:.1f} | {lower:.1f} | {comp:.1f} | {n_comp} | "

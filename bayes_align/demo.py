@@ -113,8 +113,8 @@ class DemoConfig:
     prob: float = 0.9
 
     def __post_init__(self) -> None:
-        if self.n_personas < 2:
-            raise ValueError(f"n_personas must be at least 2, got {self.n_personas}")
+        if self.n_personas < 1:
+            raise ValueError(f"n_personas must be at least 1, got {self.n_personas}")
         if self.persona_gender and self.n_personas % 2:
             raise ValueError(
                 f"n_personas must be even when personas carry gender (half F, half M), "

@@ -61,7 +61,7 @@ def lm():
     assert model.dtype == torch.float32 and model.device == "cpu"
     assert next(model.model.parameters()).dtype == torch.float32
     # Q4_1 GGUF dequantised to float32: 134.5 M parameters, about 0.54 GB
-    assert 0.5e9 < model.model.get_memory_footprint() < 0.6e9
+    assert 0.45e9 < model.model.get_memory_footprint() < 0.65e9
     return model
 
 
@@ -93,8 +93,8 @@ def test_batched_logits_equal_one_prompt_at_a_time(lm, with_personas):
 def test_cyclic_debiasing_maps_logits_to_the_original_options(lm):
     # Asymmetric template: labels out of alphabetical order, option texts distinct.
     template = PromptTemplate(option_labels=("C", "A", "D", "B"), option_format="({label}) {option}")
-    scores = score(lm, ITEMS[::2], template, debias="cyclic", batch_size=8, progress=False)
-    assert len(scores) == 2 * 4
+    scores = score(lm, ITEMS[:1], template, debias="cyclic", batch_size=4, progress=False)
+    assert len(scores) == 4
     single = _single_label_logits(lm, scores)  # columns: labels C, A, D, B
     labels = template.option_labels
     items = {item.item_id: item for item in ITEMS}
@@ -182,6 +182,7 @@ def test_cli_score_writes_parquet(lm, tmp_path, monkeypatch):
     assert len(frame) == 2 and list(frame["permutation"].iloc[1]) == [1, 0]
 
 
+@pytest.mark.shared
 def test_naep_economics_all_items(lm, naep_dir):
     items = load_items(naep_dir / "items" / "naep-economics-items.jsonl")
     template = load_template(naep_dir / "prompt-without-passage.yaml")

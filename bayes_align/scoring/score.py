@@ -346,7 +346,8 @@ def score(
     on_batch : called with the rows of every finished batch (after caching).
     share_prefix : run the common token prefix of the option orders of each
         (item, persona) once and reuse its KV cache for their suffixes (same logits up to
-        float rounding; pays when stems are long relative to the option block).
+        float rounding). On CPU it saved no CPU time in our benchmark (see
+        docs/scoring.md); it pays when stems are long relative to the option block.
 
     Returns
     -------

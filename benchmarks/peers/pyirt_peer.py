@@ -63,10 +63,17 @@ def fit_pyirt(
     time_at_tol = None
     t0 = time.perf_counter()
     stopped = "max_steps"
+    out_of_time = False
     while len(losses) < max_steps:
         for _ in range(eval_every):
             losses.append(svi.step(subjects, items, responses))
             scheduler.step()
+            if time.perf_counter() - t0 > time_budget_s:
+                out_of_time = True
+                break
+        if out_of_time:
+            stopped = f"time budget {time_budget_s:.0f}s"
+            break
         mean = float(np.mean(losses[-eval_every:]))
         if previous is not None:
             change = abs(mean - previous) / max(abs(mean), 1e-12)

@@ -10,17 +10,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import arviz as az
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")  # headless: the report embeds PNGs
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from bayes_align.dif import ETS_B_LOGIT, ETS_C_LOGIT  # noqa: E402
+from bayes_align.dif import ETS_B_LOGIT, ETS_C_LOGIT
 
 __all__ = [
     "expected_score_curves",

@@ -496,7 +496,7 @@ def fit_aggregated(
         pattern across groups, and on the ability scale a poorly identified ``a_i``
         inflates the alignment correlation: ``b_i`` and ``b_i + s_gi`` are both
         logits divided by ``a_i``, so variation in ``1 / a_i`` correlates them even when
-        the logits do not (see docs/classical.md for the NAEP numbers).
+        the logits do not (see the README, "Aggregated human data" for the NAEP numbers).
     focal_sd: fixed ability sd of every focal group (default 1, the reference's;
         ``None`` = free with a ``HalfNormal(1)`` prior). See the module docstring.
     n_nodes: Gauss-Hermite nodes. With 21 the absolute error of ``P`` is below 4e-6 for

@@ -31,7 +31,7 @@ Priors (DESIGN.md)::
     dif_shift[g, i]       = dif_scale[g] (dif_raw[g, i] - mean_i dif_raw[g, :])   sum_to_zero
                           = dif_scale[g] dif_raw[g, i] (1 - anchor[i])            anchors
 
-Additional priors not fixed by DESIGN.md (documented in docs/core.md):
+Additional priors not fixed by DESIGN.md (documented in the README, "Core"):
 
 * grm: consecutive step gaps ``exp(step_log_gap)`` with ``step_log_gap ~ Normal(0, 1)``;
   steps are their cumulative sums, centred to sum to zero per item.
@@ -414,12 +414,22 @@ def _graded_log_prob(a, location, step, item_idx, response, n_categories):
 
 def irt_model(inputs: ModelInputs, spec: ModelSpec, subsample_size: int | None = None) -> None:
     """The NumPyro model: priors from :func:`sample_parameters`, then a weighted
-    log-likelihood factor ``y`` inside ``plate("obs")`` (optionally subsampled for SVI)."""
+    log-likelihood factor ``y`` inside ``plate("obs")``.
+
+    With ``subsample_size=B`` (SVI minibatches) the factor covers ``B`` observations drawn
+    uniformly with replacement and is scaled by ``n_obs / B``, an unbiased estimate of the
+    full log-likelihood. The indices come from ``jax.random.randint``: NumPyro's own plate
+    subsampling draws without replacement through a scan that costs seconds per step on
+    a CPU at millions of observations (benchmarks/README.md, W3).
+    """
     params = sample_parameters(inputs, spec)
     obs = inputs.observation_arrays()
-    with numpyro.plate("obs", inputs.n_obs, subsample_size=subsample_size) as idx:
-        if subsample_size is not None:
-            obs = {k: jnp.asarray(v)[idx] for k, v in obs.items()}
+    n_rows, scale = inputs.n_obs, 1.0
+    if subsample_size is not None:
+        idx = jax.random.randint(numpyro.prng_key(), (subsample_size,), 0, inputs.n_obs)
+        obs = {k: jnp.asarray(v)[idx] for k, v in obs.items()}
+        n_rows, scale = subsample_size, inputs.n_obs / subsample_size
+    with numpyro.plate("obs", n_rows), numpyro.handlers.scale(scale=scale):
         log_lik = observation_log_likelihood(
             params,
             focal_row=inputs.focal_row,

@@ -347,7 +347,7 @@ def score(
     share_prefix : run the common token prefix of the option orders of each
         (item, persona) once and reuse its KV cache for their suffixes (same logits up to
         float rounding). On CPU it saved no CPU time in our benchmark (see
-        docs/scoring.md); it pays when stems are long relative to the option block.
+        benchmarks/README.md, W4); it pays when stems are long relative to the option block.
 
     Returns
     -------

@@ -13,4 +13,4 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
         || echo "chromium could not be installed: the report rendering test will skip"
 fi
 python -m ruff check .
-python -m pytest -q -ra
+python -m pytest -q -ra --durations=15

@@ -102,9 +102,9 @@ class DemoConfig:
     n_personas: int = 12
     samples_per_persona: int = 5
     variants: tuple[str, ...] = VARIANTS
-    chains: int = 2
-    draws: int = 500
-    warmup: int = 500
+    chains: int = 4
+    draws: int = 1000
+    warmup: int = 1000
     seed: int = 0
     persona_gender: bool = True
     lm_config: str = "models/smollm2-135m-instruct.yaml"

@@ -272,14 +272,18 @@ def run_inference(
         the guide (MAP: one draw) stored as a single chain.
     float64 : run in double precision (``jax.enable_x64`` for the duration of the call).
     target_accept, max_tree_depth, chain_method : NUTS options. ``chain_method`` defaults to
-        "parallel" when there are at least ``chains`` JAX devices, else "sequential".
+        "parallel" when there are at least ``chains`` JAX devices, else "vectorized".
     guide : "normal" (AutoNormal, mean-field) or "lowrank" (AutoLowRankMultivariateNormal
         with ``rank``; None uses NumPyro's default ``sqrt(n_latent)``; ``fit`` passes
         ``min(20, ceil(sqrt(n_latent)))``).
     learning_rate, max_steps, tol, patience, eval_every : SVI optimisation (Adam with an
         exponentially decaying step size). Every ``eval_every`` steps the mean loss of the
-        window is compared with the previous window; SVI stops when the relative change
-        ``|m_k - m_{k-1}| / |m_k|`` stays below ``tol`` for ``patience`` windows in a row.
+        window is compared with the previous window; SVI stops when the change
+        ``|m_k - m_{k-1}|`` stays below ``max(tol |m_k|, 2 se_k)`` for ``patience`` windows in
+        a row, where ``se_k = sqrt(s_k^2 / W + s_{k-1}^2 / W)`` is the standard error of the
+        difference of two window means (``s`` the within-window sd, ``W = eval_every``).
+        The noise term matters for minibatches, whose ELBO noise can exceed ``tol |m|``
+        forever; a trend within a window inflates ``s`` by only ``~1/sqrt(W)`` of the change.
     minibatch_size : SVI only: subsample this many observations per step.
     n_obs : number of observations (only needed to size the log-likelihood chunks).
     log_likelihood : True (per observation ``y`` and per person ``y_person``, falling back to
@@ -494,22 +498,23 @@ def _run_svi(
             raise FloatingPointError(
                 "The ELBO became NaN/inf; lower learning_rate, use float64=True, or check the data."
             )
-        mean = float(window.mean())
+        mean, var = float(window.mean()), float(window.var())
         bar.update(eval_every)
         if previous is not None:
-            change = abs(mean - previous) / max(abs(mean), 1e-12)
-            bar.set_postfix(loss=f"{mean:.4g}", rel_change=f"{change:.1e}")
-            calm = calm + 1 if change < tol else 0
+            change = abs(mean - previous[0])
+            noise = 2.0 * math.sqrt((var + previous[1]) / window.size)
+            bar.set_postfix(loss=f"{mean:.4g}", rel_change=f"{change / max(abs(mean), 1e-12):.1e}")
+            calm = calm + 1 if change < max(tol * abs(mean), noise) else 0
             if calm >= patience:
                 converged = True
                 break
-        previous = mean
+        previous = (mean, var)
     bar.close()
     elbo = np.concatenate(losses)
     if not converged:
         warnings.warn(
-            f"{method.upper()} did not converge in {max_steps} steps (relative ELBO change "
-            f"stayed above tol={tol}); raise max_steps or learning_rate.",
+            f"{method.upper()} did not converge in {max_steps} steps (the ELBO change between "
+            f"windows stayed above tol={tol} and its noise); raise max_steps or learning_rate.",
             UserWarning,
             stacklevel=3,
         )

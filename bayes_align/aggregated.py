@@ -71,6 +71,8 @@ import numpyro.distributions as dist
 import pandas as pd
 from scipy import special
 
+from bayes_align.data import GroupedItems
+
 if TYPE_CHECKING:  # pragma: no cover
     from bayes_align.naep import NaepData
 
@@ -100,7 +102,7 @@ def gauss_hermite(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True, eq=False)
-class AggregatedData:
+class AggregatedData(GroupedItems):
     """Aggregated binary responses: ``n_correct`` of ``n_total`` per (item, group) row.
 
     Counts may be fractional (soft counts: an effective sample size times a
@@ -163,26 +165,6 @@ class AggregatedData:
     @property
     def n_rows(self) -> int:
         return int(self.item_idx.shape[0])
-
-    @property
-    def n_items(self) -> int:
-        return len(self.items)
-
-    @property
-    def n_groups(self) -> int:
-        return len(self.groups)
-
-    @property
-    def reference_index(self) -> int:
-        return self.groups.index(self.reference_group)
-
-    @property
-    def focal_groups(self) -> tuple[str, ...]:
-        return tuple(g for g in self.groups if g != self.reference_group)
-
-    @property
-    def focal_index(self) -> np.ndarray:
-        return np.array([i for i, g in enumerate(self.groups) if g != self.reference_group], dtype=np.int32)
 
     def share(self) -> np.ndarray:
         """``n_correct / n_total`` per row."""

@@ -43,8 +43,40 @@ def _list_some(values: Iterable[object], limit: int = _MAX_LISTED) -> str:
     return shown
 
 
+class GroupedItems:
+    """Sizes and group roles derived from ``items``, ``groups`` and ``reference_group``;
+    shared by :class:`ResponseData` and ``aggregated.AggregatedData``."""
+
+    items: tuple[str, ...]
+    groups: tuple[str, ...]
+    reference_group: str
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    @property
+    def reference_index(self) -> int:
+        return self.groups.index(self.reference_group)
+
+    @property
+    def focal_groups(self) -> tuple[str, ...]:
+        return tuple(g for g in self.groups if g != self.reference_group)
+
+    @property
+    def focal_index(self) -> np.ndarray:
+        """Group indices of the focal groups, in ``focal_groups`` order (int32)."""
+        return np.array(
+            [i for i, g in enumerate(self.groups) if g != self.reference_group], dtype=np.int32
+        )
+
+
 @dataclass(frozen=True, eq=False)
-class ResponseData:
+class ResponseData(GroupedItems):
     """Validated long-format responses with integer indices (see DESIGN.md).
 
     Build it with :meth:`from_long` (a DataFrame) or :meth:`from_indices` (arrays
@@ -96,29 +128,6 @@ class ResponseData:
     @property
     def n_persons(self) -> int:
         return len(self.persons)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.items)
-
-    @property
-    def n_groups(self) -> int:
-        return len(self.groups)
-
-    @property
-    def reference_index(self) -> int:
-        return self.groups.index(self.reference_group)
-
-    @property
-    def focal_groups(self) -> tuple[str, ...]:
-        return tuple(g for g in self.groups if g != self.reference_group)
-
-    @property
-    def focal_index(self) -> np.ndarray:
-        """Group indices of the focal groups, in ``focal_groups`` order (int32)."""
-        return np.array(
-            [i for i, g in enumerate(self.groups) if g != self.reference_group], dtype=np.int32
-        )
 
     @property
     def has_weights(self) -> bool:

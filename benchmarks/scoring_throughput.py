@@ -3,13 +3,16 @@ one-prompt-at-a-time loop, same model, same prompts, same process, same thread c
 
 The loop is what a straightforward implementation does: tokenize one prompt, run the
 model on it (all positions' logits), read the last position's label logits. The batched
-pipeline sorts prompts by length, left-pads them into batches with attention masks and
-computes only the last position's logits.
+pipeline without prefix sharing sorts prompts by length, pads them into batches and
+computes only the last position's logits; the default pipeline (``share_prefix=True``)
+also packs the option orders of each (item, persona) into one prefix tree, so the
+header, persona preamble and stem are computed once per group and the run-wide prefix
+once per run (``bayes_align/scoring/prefix.py``).
 
 Both wall-clock time and process CPU time (all threads) are reported: on a shared
 machine CPU time is the steadier measure of the work done.
 
-    python benchmarks/scoring_throughput.py --threads 2 --items 12
+    python benchmarks/scoring_throughput.py --threads 2 --items 12 [--personas 4] [--debias full]
 
 Uses the NAEP economics items from ../shared/data/naep-llm when present, else built-in
 synthetic items; the model is models/smollm2-135m-instruct.yaml.
@@ -43,6 +46,21 @@ def _items(n: int):
     return items, "synthetic"
 
 
+def _personas(n: int):
+    """``n`` personas from a grid of age x gender x region (none for 0)."""
+    if n == 0:
+        return None
+    from bayes_align.scoring import persona_grid
+
+    grid = persona_grid(
+        "You are a {age}-year-old {gender} student from the {region} of the United States.",
+        age=[13, 17], gender=["female", "male"], region=["Northeast", "Midwest", "South", "West"],
+    )
+    if n > len(grid):
+        raise SystemExit(f"--personas at most {len(grid)}")
+    return grid[:n]
+
+
 def _timed(fn):
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
@@ -54,9 +72,12 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-sizes", default="8,16")
-    parser.add_argument("--debias", default="cyclic", choices=["cyclic", "none"])
+    parser.add_argument("--debias", default="cyclic", choices=["cyclic", "full", "none"])
     parser.add_argument(
-        "--share-prefix", action="store_true", help="also time score(..., share_prefix=True)"
+        "--personas", type=int, default=0, help="show every item to this many personas (0: none)"
+    )
+    parser.add_argument(
+        "--no-share-prefix", action="store_true", help="skip the share_prefix=True rows"
     )
     parser.add_argument("--model", default=str(ROOT / "models" / "smollm2-135m-instruct.yaml"))
     args = parser.parse_args()
@@ -75,7 +96,8 @@ def main() -> None:
 
     # warm-up (first-call allocations) on both paths
     score(lm, items[:1], template, debias=None, progress=False)
-    requests = build_requests(lm, items, template, None, debias)
+    personas = _personas(args.personas)
+    requests = build_requests(lm, items, template, personas, debias)
     label_ids = score(lm, items[:1], template, debias=None, progress=False)["label_token_ids"].iloc[0]
 
     def loop():
@@ -93,25 +115,28 @@ def main() -> None:
     rows.append(("one prompt at a time", 1, n, wall, cpu, None))
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         frame, b_wall, b_cpu = _timed(
-            lambda bs=batch_size: score(lm, items, template, debias=debias, batch_size=bs, progress=False)
+            lambda bs=batch_size: score(
+                lm, items, template, personas, debias=debias, batch_size=bs, progress=False,
+                share_prefix=False,
+            )
         )
         diff = np.abs(np.stack(frame["position_logits"].to_numpy()) - loop_logits).max()
-        rows.append(("batched `score`", batch_size, n, b_wall, b_cpu, diff))
-    if args.share_prefix and debias is not None:
-        batch_size = max(int(b) for b in args.batch_sizes.split(","))
+        rows.append(("batched `score`, no prefix sharing", batch_size, n, b_wall, b_cpu, diff))
+    for batch_size in [] if args.no_share_prefix else [int(b) for b in args.batch_sizes.split(",")]:
         frame, b_wall, b_cpu = _timed(
-            lambda: score(
-                lm, items, template, debias=debias, batch_size=batch_size, progress=False,
+            lambda bs=batch_size: score(
+                lm, items, template, personas, debias=debias, batch_size=bs, progress=False,
                 share_prefix=True,
             )
         )
         diff = np.abs(np.stack(frame["position_logits"].to_numpy()) - loop_logits).max()
-        rows.append(("batched `score`, shared prefix KV", batch_size, n, b_wall, b_cpu, diff))
+        rows.append(("batched `score`, prefix tree (default)", batch_size, n, b_wall, b_cpu, diff))
 
     tokens = np.mean([len(lm.tokenizer(r.prompt, add_special_tokens=False)["input_ids"]) for r in requests])
     print(
         f"\nModel {lm.name} ({lm.dtype}, {lm.device}), torch threads {args.threads}, "
-        f"{len(items)} {source} items x {n // len(items)} option orders = {n} prompts, "
+        f"{len(items)} {source} items x {len(personas) if personas else 1} personas x "
+        f"{n // len(items) // (len(personas) if personas else 1)} option orders = {n} prompts, "
         f"mean {tokens:.0f} tokens per prompt.\n"
     )
     print("| pipeline | batch size | prompts/s (wall) | speed-up (wall) | CPU s / prompt | speed-up (CPU) | max abs logit diff vs loop |")

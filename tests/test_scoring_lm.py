@@ -106,13 +106,22 @@ def test_cyclic_debiasing_maps_logits_to_the_original_options(lm):
             assert row.logits[option_index] == pytest.approx(single[r, position], abs=1e-3)
 
 
-def test_shared_prefix_kv_cache_gives_the_same_logits(lm):
-    plain = score(lm, ITEMS[:1], personas=PERSONAS, batch_size=8, progress=False)
-    shared = score(lm, ITEMS[:1], personas=PERSONAS, batch_size=8, progress=False, share_prefix=True)
+@pytest.mark.parametrize("debias", ["cyclic", "full"])
+def test_shared_prefix_tree_equals_one_prompt_at_a_time(lm, debias):
+    # items of different lengths, two personas, all option orders: a radix tree of
+    # depth >= 3 (header, persona, stem, option runs) with padding inside every level
+    items = ITEMS if debias == "cyclic" else [Item("three", "Pick one.", ("x", "yy", "zzz"), key=1)]
+    shared = score(
+        lm, items, personas=PERSONAS, debias=debias, batch_size=12, progress=False, share_prefix=True
+    )
+    plain = score(lm, items, personas=PERSONAS, debias=debias, batch_size=12, progress=False)
     assert (plain["cache_key"] == shared["cache_key"]).all()
+    single = _single_label_logits(lm, shared)
+    np.testing.assert_allclose(np.stack(shared["position_logits"].to_numpy()), single, atol=1e-3)
     np.testing.assert_allclose(
         np.stack(shared["logits"].to_numpy()), np.stack(plain["logits"].to_numpy()), atol=1e-3
     )
+    np.testing.assert_allclose(shared["label_mass"], plain["label_mass"], atol=1e-4)
 
 
 def test_cache_resumes_after_interruption_and_refuses_another_config(lm, tmp_path):

@@ -9,10 +9,14 @@ averages out. Logits are mapped back to the original option order::
 
     logits[permutation[j]] = position_logits[j]      (position j carries label j)
 
-Prompts are tokenized once, sorted by length, left-padded into batches with attention
-masks and position ids ``cumsum(mask) - 1``, and run under ``torch.inference_mode``;
-only the last position's logits are computed. Every output row keeps the prompt text and
-the label token ids so any number can be reproduced by hand.
+Prompts are tokenized once and run under ``torch.inference_mode``, in batches of whole
+(item, persona) groups. By default (``share_prefix=True``) the prefix common to the
+whole run is computed once and the option orders of each group are packed into one
+prefix tree (:mod:`bayes_align.scoring.prefix`): header, persona preamble and stem once
+per group, only the option blocks per order; with ``share_prefix=False`` every prompt is
+its own row. Rows are padded to the batch's longest and only the logits where a prompt
+ends are computed. Every output row keeps the prompt text and the label token ids so any
+number can be reproduced by hand.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from .cache import ScoreCache
 from .items import Item, load_items
 from .lm import LM, load_lm
 from .personas import Persona
+from .prefix import RootCache, common_prefix_length, packed_last_logits
 from .templates import PromptTemplate, load_template
 
 __all__ = [
@@ -176,110 +181,25 @@ def resolve_label_tokens(
     return label_ids
 
 
-def _batched_last_logits(lm: LM, batch_ids: list[list[int]]) -> Any:
-    """Float32 next-token logits ``(batch, vocab)`` at the last position of each prompt."""
-    import torch
-
-    pad_id = lm.tokenizer.pad_token_id
-    width = max(len(ids) for ids in batch_ids)
-    input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
-    for row, ids in enumerate(batch_ids):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        mask[row, width - len(ids) :] = 1
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = lm.model(
-        input_ids=input_ids.to(lm.device),
-        attention_mask=mask.to(lm.device),
-        position_ids=position_ids.to(lm.device),
-        use_cache=False,
-        logits_to_keep=1,
-    )
-    return out.logits[:, -1, :].float()
-
-
-def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    """Length of the longest common token prefix, leaving every sequence one own token."""
-    shortest = min(len(s) for s in sequences)
-    first = sequences[0]
-    length = 0
-    while length < shortest - 1 and all(s[length] == first[length] for s in sequences):
-        length += 1
-    return length
-
-
-def _shared_prefix_last_logits(lm: LM, groups: list[list[list[int]]]) -> Any:
-    """Last-position logits ``(sum of group sizes, vocab)``, running each group's common
-    token prefix once and its members' suffixes on copies of the prefix's KV cache.
-
-    Prefixes are left-padded to ``P``, suffixes left-padded to ``S``; the attention mask
-    of a member is ``[prefix mask, suffix mask]`` (padding may sit between the two) and
-    its suffix positions continue from its real prefix length, so each member sees
-    exactly the tokens (and positions) of its unpadded prompt.
-    """
-    import torch
-
-    device, pad_id = lm.device, lm.tokenizer.pad_token_id
-    prefix_lengths = [_common_prefix_length(g) for g in groups]
-    width = max(prefix_lengths)
-    n_groups = len(groups)
-    prefix_ids = torch.full((n_groups, width), pad_id, dtype=torch.long)
-    prefix_mask = torch.zeros((n_groups, width), dtype=torch.long)
-    for g, (group, length) in enumerate(zip(groups, prefix_lengths, strict=True)):
-        prefix_ids[g, width - length :] = torch.tensor(group[0][:length], dtype=torch.long)
-        prefix_mask[g, width - length :] = 1
-    prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
-    out = lm.model(
-        input_ids=prefix_ids.to(device),
-        attention_mask=prefix_mask.to(device),
-        position_ids=prefix_positions.to(device),
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    member_group = torch.tensor(
-        [g for g, group in enumerate(groups) for _ in group], dtype=torch.long
-    )
-    cache = out.past_key_values
-    cache.reorder_cache(member_group.to(device))
-    suffixes = [
-        member[length:]
-        for group, length in zip(groups, prefix_lengths, strict=True)
-        for member in group
-    ]
-    suffix_width = max(len(x) for x in suffixes)
-    suffix_ids = torch.full((len(suffixes), suffix_width), pad_id, dtype=torch.long)
-    suffix_mask = torch.zeros((len(suffixes), suffix_width), dtype=torch.long)
-    for m, suffix in enumerate(suffixes):
-        suffix_ids[m, suffix_width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
-        suffix_mask[m, suffix_width - len(suffix) :] = 1
-    start = torch.tensor(prefix_lengths, dtype=torch.long)[member_group]
-    suffix_positions = start[:, None] + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
-    out = lm.model(
-        input_ids=suffix_ids.to(device),
-        attention_mask=torch.cat([prefix_mask[member_group], suffix_mask], dim=1).to(device),
-        position_ids=suffix_positions.to(device),
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    return out.logits[:, -1, :].float()
-
-
 def _rows_for_batch(
     lm: LM,
     requests: Sequence[ScoreRequest],
     batch_ids: list[list[int]],
     label_ids: dict[int, list[int]],
-    group_sizes: Sequence[int] | None = None,
+    group_sizes: Sequence[int],
+    root: RootCache | None = None,
 ) -> list[dict[str, Any]]:
+    """Rows for consecutive groups of requests (each group one packed prefix tree)."""
     import torch
 
-    if group_sizes is None:
-        logits = _batched_last_logits(lm, batch_ids)
-    else:
-        bounds = np.cumsum([0, *group_sizes])
-        groups = [batch_ids[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        logits = _shared_prefix_last_logits(lm, groups)
+    cut = root.length if root is not None else 0
+    bounds = np.cumsum([0, *group_sizes])
+    groups = [
+        [ids[cut:] for ids in batch_ids[a:b]] for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    logits = torch.cat(
+        packed_last_logits(lm.model, groups, lm.tokenizer.pad_token_id, lm.device, root)
+    )
     log_norm = torch.logsumexp(logits, dim=-1)
     rows = []
     for r, request in enumerate(requests):
@@ -330,7 +250,7 @@ def score(
     cache: str | Path | None = None,
     progress: bool = True,
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
-    share_prefix: bool = False,
+    share_prefix: bool = True,
 ) -> pd.DataFrame:
     """Next-token logits of the option labels for every (item, persona, option order).
 
@@ -344,10 +264,12 @@ def score(
     batch_size : prompts per forward pass.
     cache : JSON Lines file; finished batches are appended, a rerun skips them.
     on_batch : called with the rows of every finished batch (after caching).
-    share_prefix : run the common token prefix of the option orders of each
-        (item, persona) once and reuse its KV cache for their suffixes (same logits up to
-        float rounding). On CPU it saved no CPU time in our benchmark (see
-        benchmarks/README.md, W4); it pays when stems are long relative to the option block.
+    share_prefix : compute every shared token prefix once: the run-wide prefix (chat
+        header, system prompt) once per run and the header, persona preamble and stem of
+        each (item, persona) once for all its option orders (a prefix tree with a
+        tree-attention mask; same logits as one prompt at a time up to float rounding).
+        With ``debias="cyclic"`` on the NAEP items it computes about half the tokens;
+        ``False`` runs every prompt in full (see benchmarks/README.md, W4).
 
     Returns
     -------
@@ -386,19 +308,31 @@ def score(
 
     results: dict[str, dict[str, Any]] = {}
     if store is not None:
-        results.update({r.cache_key: store.rows[r.cache_key] for r in requests if r.cache_key in store})
+        results.update(
+            {r.cache_key: store.rows[r.cache_key] for r in requests if r.cache_key in store}
+        )
 
-    batches, batch_groups = _plan_batches(pending, pending_ids, batch_size, share_prefix)
-    with torch.inference_mode(), tqdm(
-        total=len(pending), desc=f"scoring {lm.name}", unit="prompt", disable=not progress
-    ) as bar:
-        for batch, group_sizes in zip(batches, batch_groups, strict=True):
+    batches = _plan_batches(pending, pending_ids, batch_size, share_prefix)
+    with (
+        torch.inference_mode(),
+        tqdm(
+            total=len(pending), desc=f"scoring {lm.name}", unit="prompt", disable=not progress
+        ) as bar,
+    ):
+        root = None
+        if share_prefix and pending:
+            root_length = common_prefix_length(pending_ids)
+            if root_length > 0:
+                root = RootCache.compute(lm.model, pending_ids[0][:root_length], lm.device)
+        for groups in batches:
+            batch = [i for group in groups for i in group]
             rows = _rows_for_batch(
                 lm,
                 [pending[i] for i in batch],
                 [pending_ids[i] for i in batch],
                 label_ids,
-                group_sizes,
+                [len(group) for group in groups],
+                root,
             )
             if store is not None:
                 store.append(rows)
@@ -414,31 +348,34 @@ def _plan_batches(
     pending_ids: Sequence[Sequence[int]],
     batch_size: int,
     share_prefix: bool,
-) -> tuple[list[list[int]], list[list[int] | None]]:
-    """Batches of request indices, longest first; with ``share_prefix`` whole
-    (item, persona) groups (at least one per batch, up to ``batch_size`` prompts)."""
+) -> list[list[list[int]]]:
+    """Batches of groups of request indices; one group is one packed row.
+
+    Without ``share_prefix`` every prompt is its own group, longest first. With it a
+    group is all option orders of one (item, persona) (split into chunks of
+    ``batch_size`` when larger), a persona's groups are adjacent and longest first, and a
+    batch holds whole groups, up to ``batch_size`` prompts.
+    """
     if not share_prefix:
         order = sorted(range(len(pending)), key=lambda i: -len(pending_ids[i]))
-        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-        return batches, [None] * len(batches)
-    groups: dict[tuple[str, str], list[int]] = {}
+        return [[[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    by_key: dict[tuple[str, str], list[int]] = {}
     for i, request in enumerate(pending):
-        groups.setdefault((request.item.item_id, request.persona_id), []).append(i)
-    ordered = sorted(groups.values(), key=lambda g: -max(len(pending_ids[i]) for i in g))
-    batches, sizes = [], []
-    current: list[int] = []
-    current_sizes: list[int] = []
-    for group in ordered:
-        if current and len(current) + len(group) > batch_size:
+        by_key.setdefault((request.persona_id, request.item.item_id), []).append(i)
+    ordered = sorted(
+        by_key.items(), key=lambda kv: (kv[0][0], -sum(len(pending_ids[i]) for i in kv[1]))
+    )
+    batches: list[list[list[int]]] = []
+    current: list[list[int]] = []
+    chunks = [g[s : s + batch_size] for _, g in ordered for s in range(0, len(g), batch_size)]
+    for group in chunks:
+        if current and sum(map(len, current)) + len(group) > batch_size:
             batches.append(current)
-            sizes.append(current_sizes)
-            current, current_sizes = [], []
-        current = current + group
-        current_sizes.append(len(group))
+            current = []
+        current.append(group)
     if current:
         batches.append(current)
-        sizes.append(current_sizes)
-    return batches, sizes
+    return batches
 
 
 def _frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:

@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_uniform
 from numpyro.infer.autoguide import AutoDelta, AutoLowRankMultivariateNormal, AutoNormal
 from tqdm.auto import tqdm
@@ -217,6 +220,51 @@ def _log_likelihood_draws(
     return {k: np.concatenate(v).reshape((chain, draw, *v[0].shape[1:])) for k, v in pieces.items()}
 
 
+# ------------------------------------------------------------ compilation cache
+#: environment variable that turns the persistent compilation cache on (a directory or 1)
+COMPILATION_CACHE_ENV = "BAYES_ALIGN_COMPILATION_CACHE"
+
+
+def default_compilation_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/bayes_align/jax`` (``~/.cache/bayes_align/jax``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(base).expanduser() / "bayes_align" / "jax"
+
+
+def enable_compilation_cache(path: str | Path | None = None,
+                             min_compile_time_secs: float = 1.0) -> Path:
+    """Turn on JAX's persistent compilation cache in ``path`` (default
+    :func:`default_compilation_cache_dir`) for the rest of the process.
+
+    Compiled programs that took at least ``min_compile_time_secs`` to compile are written
+    there and read back by any later process that compiles the same program: a NUTS fit
+    of a model with the same spec, settings and data shapes (the data themselves are
+    arguments of the program, not part of it) then skips XLA compilation. Works even
+    after JAX has compiled something in this process (the cache is re-initialised). The
+    directory is trusted: do not point it at a place others can write to.
+    """
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    path = Path(path).expanduser() if path is not None else default_compilation_cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    if jax.config.jax_compilation_cache_dir != str(path):
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        cc.reset_cache()  # JAX initialises its cache once; make it pick up the new place
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_secs))
+    return path
+
+
+def _maybe_enable_compilation_cache(option: bool | str | Path | None) -> None:
+    if option is None:
+        env = os.environ.get(COMPILATION_CACHE_ENV, "").strip()
+        if not env or env.lower() in ("0", "false", "no", "off"):
+            return
+        option = True if env.lower() in ("1", "true", "yes", "on") else env
+    if option is False:
+        return
+    enable_compilation_cache(None if option is True else option)
+
+
 # ------------------------------------------------------------------------ inference
 def run_inference(
     model_fn: Callable[..., None],
@@ -252,6 +300,7 @@ def run_inference(
     n_obs: int | None = None,
     log_likelihood: bool | str = True,
     check: bool = True,
+    compilation_cache: bool | str | Path | None = None,
 ) -> Fit:
     """Run NUTS, SVI or MAP on any NumPyro model and build the InferenceData.
 
@@ -289,6 +338,13 @@ def run_inference(
     log_likelihood : True (per observation ``y`` and per person ``y_person``, falling back to
         ``y_person`` only above MAX_LOG_LIKELIHOOD_ELEMENTS), "person", or False.
     check : NUTS only: run :func:`bayes_align.diagnostics.check_convergence` (warns).
+    compilation_cache : keep compiled programs on disk so that a later process fitting a
+        model of the same shapes skips XLA compilation: True (directory
+        ``$XDG_CACHE_HOME/bayes_align/jax``, default ``~/.cache/bayes_align/jax``) or a
+        directory; None (default) uses the environment variable
+        ``BAYES_ALIGN_COMPILATION_CACHE`` (a directory, or ``1`` for the default one) when
+        set, else leaves JAX's configuration alone; False does nothing. See
+        :func:`enable_compilation_cache`.
     """
     method = method.lower()
     if method not in METHODS:
@@ -301,6 +357,7 @@ def run_inference(
     sample_stats: dict[str, np.ndarray] | None = None
     report = None
 
+    _maybe_enable_compilation_cache(compilation_cache)
     with _precision(float64):
         start = time.perf_counter()
         if method == "nuts":
@@ -401,10 +458,63 @@ def _guess_dim(values: np.ndarray, coords: Mapping[str, Any]) -> str:
     raise ValueError(f"Cannot find a dim of length {n} for a data array; pass it in coords.")
 
 
+#: NUTS fields kept in ``sample_stats`` (besides the draws), as NumPyro names them.
+_NUTS_FIELDS = ("diverging", "num_steps", "energy", "potential_energy", "accept_prob",
+                "adapt_state.step_size")
+
+
 def _run_nuts(
     model_fn, model_kwargs, rng_key, *, keep, chains, draws, warmup, target_accept,
     max_tree_depth, chain_method, progress_bar,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """NUTS through one compiled program (vectorized / sequential chains) when the model's
+    array arguments can be traced; otherwise, and for ``parallel``, NumPyro's ``MCMC``."""
+    settings = dict(keep=keep, chains=chains, draws=draws, warmup=warmup,
+                    target_accept=target_accept, max_tree_depth=max_tree_depth)
+    if chain_method in ("vectorized", "sequential"):
+        split = _split_arrays(model_kwargs)
+        if split is not None:
+            arrays, static = split
+            try:
+                extra = _run_nuts_compiled(
+                    model_fn, arrays, static, rng_key, chain_method=chain_method,
+                    progress_bar=progress_bar, **settings,
+                )
+            except _TracingFailed:
+                pass  # the model needs concrete values of an array argument
+            else:
+                return _nuts_output(extra, keep)
+    extra = _run_nuts_mcmc(model_fn, model_kwargs, rng_key, chain_method=chain_method,
+                           progress_bar=progress_bar, **settings)
+    return _nuts_output(extra, keep)
+
+
+def _nuts_output(collected: Mapping[str, Any], keep) -> tuple[dict, dict]:
+    """Split collected (chain, draw, ...) arrays into the posterior and sample_stats."""
+    missing = [k for k in keep if k not in collected]
+    if missing:
+        raise ValueError(f"The model has no sample or deterministic site(s) {missing}.")
+    posterior = _to_numpy({k: collected[k] for k in keep})
+    extra = _to_numpy({k: collected[k] for k in _NUTS_FIELDS})
+    num_steps = extra["num_steps"].astype(np.int64)
+    sample_stats = {
+        "diverging": extra["diverging"].astype(bool),
+        "n_steps": num_steps,
+        "tree_depth": (np.floor(np.log2(np.maximum(num_steps, 1))) + 1).astype(np.int64),
+        "lp": -extra["potential_energy"],
+        "energy": extra["energy"],
+        "acceptance_rate": extra["accept_prob"],
+        "step_size": extra["adapt_state.step_size"],
+    }
+    return posterior, sample_stats
+
+
+def _run_nuts_mcmc(
+    model_fn, model_kwargs, rng_key, *, keep, chains, draws, warmup, target_accept,
+    max_tree_depth, chain_method, progress_bar,
+) -> dict[str, Any]:
+    """NumPyro's ``MCMC`` driver: its initialisation runs op by op (about 120 small XLA
+    compilations) and the data are constants of the compiled loop."""
     kernel = NUTS(
         model_fn,
         target_accept_prob=target_accept,
@@ -422,29 +532,195 @@ def _run_nuts(
     with warnings.catch_warnings():
         # numpyro warns when there are fewer devices than chains; sequential is our choice.
         warnings.filterwarnings("ignore", message="There are not enough devices")
-        mcmc.run(
-            rng_key,
-            extra_fields=("diverging", "num_steps", "energy", "potential_energy", "accept_prob",
-                          "adapt_state.step_size"),
-            **model_kwargs,
-        )
+        mcmc.run(rng_key, extra_fields=_NUTS_FIELDS, **model_kwargs)
     samples = mcmc.get_samples(group_by_chain=True)
-    missing = [k for k in keep if k not in samples]
-    if missing:
-        raise ValueError(f"The model has no sample or deterministic site(s) {missing}.")
-    posterior = _to_numpy({k: samples[k] for k in keep})
-    extra = _to_numpy(mcmc.get_extra_fields(group_by_chain=True))
-    num_steps = extra["num_steps"].astype(np.int64)
-    sample_stats = {
-        "diverging": extra["diverging"].astype(bool),
-        "n_steps": num_steps,
-        "tree_depth": (np.floor(np.log2(np.maximum(num_steps, 1))) + 1).astype(np.int64),
-        "lp": -extra["potential_energy"],
-        "energy": extra["energy"],
-        "acceptance_rate": extra["accept_prob"],
-        "step_size": extra["adapt_state.step_size"],
-    }
-    return posterior, sample_stats
+    out = {k: samples[k] for k in keep if k in samples}
+    out.update(mcmc.get_extra_fields(group_by_chain=True))
+    return out
+
+
+# ------------------------------------------------------------- compiled NUTS driver
+class _TracingFailed(Exception):
+    """The model could not be traced with its array arguments as jit arguments."""
+
+
+class _Traced:
+    """Marks the positions of traced (array) leaves in a static kwargs description."""
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return "<traced>"
+
+
+_TRACED = _Traced()
+
+
+def _split_arrays(tree: Any) -> tuple[list[Any], tuple[Any, tuple[Any, ...]]] | None:
+    """Split a pytree of model arguments into its array leaves (traced by jit) and a
+    hashable static part ``(treedef, leaves with arrays replaced by a marker)``; None
+    when a non-array leaf is unhashable."""
+    leaves, treedef = jax.tree.flatten(tree)
+    is_array = [isinstance(x, (np.ndarray, jax.Array)) for x in leaves]
+    arrays = [x for x, a in zip(leaves, is_array, strict=True) if a]
+    static = (treedef, tuple(_TRACED if a else x for x, a in zip(leaves, is_array, strict=True)))
+    try:
+        hash(static)
+    except TypeError:
+        return None
+    return arrays, static
+
+
+def _join_arrays(arrays: Sequence[Any], static: tuple[Any, tuple[Any, ...]]) -> Any:
+    treedef, leaves = static
+    it = iter(arrays)
+    return jax.tree.unflatten(treedef, [next(it) if x is _TRACED else x for x in leaves])
+
+
+@dataclass(frozen=True)
+class _NutsKey:
+    """Everything the compiled NUTS programs depend on apart from array shapes/dtypes."""
+
+    model_fn: Callable[..., None]
+    static: Any
+    warmup: int
+    draws: int
+    target_accept: float
+    max_tree_depth: int
+    keep: tuple[str, ...]
+
+
+class _NutsProgram:
+    """NumPyro's NUTS kernel driven through its public ``MCMCKernel`` interface (``init``,
+    ``sample``, ``postprocess_fn``) by two jitted functions that take the model's arrays as
+    arguments:
+
+    * ``init(keys, arrays)``: initial parameters (``init_to_uniform``), warm-up adapter and
+      the empty draw buffers, for a batch of chains (vmapped);
+    * ``advance(state, arrays, buffers, start, stop)``: NUTS transitions ``start..stop-1``
+      (warm-up and sampling in one ``fori_loop``), writing the constrained draws and the
+      sampler statistics of the sampling iterations into the buffers.
+
+    Both compile once per shape and are reused by every later fit with the same model,
+    settings and array shapes (the instance is cached in ``_NUTS_PROGRAMS``), and, with the
+    persistent compilation cache on, by later processes. ``advance`` with a dynamic range
+    serves the whole run in one call, or a progress bar in chunks, from one program.
+    """
+
+    def __init__(self, key: _NutsKey) -> None:
+        self.key = key
+        self.kernel = NUTS(
+            key.model_fn,
+            target_accept_prob=key.target_accept,
+            max_tree_depth=key.max_tree_depth,
+            init_strategy=init_to_uniform(radius=1.0),
+        )
+        self.init = jax.jit(self._init)
+        self.advance = jax.jit(self._advance, donate_argnums=(2,))
+
+    def _kwargs(self, arrays):
+        return _join_arrays(arrays, self.key.static)
+
+    def _record(self, state, kwargs) -> dict[str, jnp.ndarray]:
+        """Constrained sites in ``keep`` (deterministic sites included) and statistics."""
+        constrain = self.kernel.postprocess_fn((), kwargs)
+        values = jax.vmap(constrain)(state.z)
+        out = {k: values[k] for k in self.key.keep if k in values}
+        for name in _NUTS_FIELDS:
+            value = state
+            for part in name.split("."):
+                value = getattr(value, part)
+            out[name] = value
+        return out
+
+    def _init(self, keys, arrays):
+        kwargs = self._kwargs(arrays)
+
+        def one_chain(rng_key):
+            return self.kernel.init(rng_key, self.key.warmup, None, model_args=(),
+                                    model_kwargs=kwargs)
+
+        # a single (non-batched) key per chain: NumPyro's non-vectorized init under our vmap
+        state = jax.vmap(one_chain)(keys)
+        record = self._record(state, kwargs)
+        buffers = jax.tree.map(
+            lambda x: jnp.zeros((self.key.draws, *x.shape), x.dtype), record
+        )
+        return state, buffers, jnp.all(jnp.isfinite(state.potential_energy))
+
+    def _advance(self, state, arrays, buffers, start, stop):
+        kwargs = self._kwargs(arrays)
+        sample = jax.vmap(self.kernel.sample, in_axes=(0, None, None))
+        warmup = self.key.warmup
+
+        def body(i, carry):
+            state, buffers = carry
+            state = sample(state, (), kwargs)
+            buffers = lax.cond(
+                i >= warmup,
+                lambda b: jax.tree.map(
+                    lambda buf, v: buf.at[i - warmup].set(v), b, self._record(state, kwargs)
+                ),
+                lambda b: b,
+                buffers,
+            )
+            return state, buffers
+
+        return lax.fori_loop(start, stop, body, (state, buffers))
+
+
+#: compiled NUTS programs of this process, most recently used last
+_NUTS_PROGRAMS: OrderedDict[_NutsKey, _NutsProgram] = OrderedDict()
+_NUTS_PROGRAMS_MAX = 8
+
+
+def _nuts_program(key: _NutsKey) -> _NutsProgram:
+    program = _NUTS_PROGRAMS.pop(key, None) or _NutsProgram(key)
+    _NUTS_PROGRAMS[key] = program
+    while len(_NUTS_PROGRAMS) > _NUTS_PROGRAMS_MAX:
+        _NUTS_PROGRAMS.popitem(last=False)
+    return program
+
+
+def _run_nuts_compiled(
+    model_fn, arrays, static, rng_key, *, keep, chains, draws, warmup, target_accept,
+    max_tree_depth, chain_method, progress_bar,
+) -> dict[str, np.ndarray]:
+    """Run NUTS with :class:`_NutsProgram`: all chains at once (``vectorized``) or one
+    after another through the same compiled program (``sequential``)."""
+    key = _NutsKey(model_fn, static, int(warmup), int(draws), float(target_accept),
+                   int(max_tree_depth), tuple(keep))
+    program = _nuts_program(key)
+    chain_keys = jax.random.split(rng_key, chains)
+    batches = [chain_keys] if chain_method == "vectorized" else [chain_keys[c:c + 1]
+                                                                  for c in range(chains)]
+    total = warmup + draws
+    n_chunks = 20 if progress_bar else 1
+    bounds = sorted({round(total * j / n_chunks) for j in range(n_chunks + 1)})
+    bar = tqdm(total=total * len(batches), desc="NUTS", disable=not progress_bar,
+               unit="it")
+    pieces = []
+    try:
+        for batch in batches:
+            try:
+                state, buffers, valid = program.init(batch, arrays)
+            except jax.errors.JAXTypeError as err:
+                _NUTS_PROGRAMS.pop(key, None)
+                raise _TracingFailed from err
+            if not bool(valid):
+                raise RuntimeError(
+                    "Cannot find valid initial parameters. Please check your model again."
+                )
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+                state, buffers = program.advance(state, arrays, buffers, lo, hi)
+                if progress_bar:
+                    jax.block_until_ready(state)
+                    bar.set_description("NUTS warmup" if hi <= warmup else "NUTS sample")
+                    bar.set_postfix(step_size=f"{float(jnp.mean(state.adapt_state.step_size)):.2e}",
+                                    steps=int(jnp.max(state.num_steps)), refresh=False)
+                    bar.update(hi - lo)
+            pieces.append(jax.tree.map(lambda x: np.swapaxes(np.asarray(x), 0, 1), buffers))
+    finally:
+        bar.close()
+    return {k: np.concatenate([p[k] for p in pieces], axis=0) for k in pieces[0]}
 
 
 def _make_guide(model_fn, guide: str, method: str, rank: int | None):
@@ -574,7 +850,7 @@ def fit(
         for full-batch.
     **options : passed to :func:`run_inference` (target_accept, max_tree_depth,
         chain_method, guide, rank, learning_rate, max_steps, tol, patience, eval_every,
-        log_likelihood, check).
+        log_likelihood, check, compilation_cache).
 
     Returns
     -------

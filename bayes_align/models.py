@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 
 import jax
@@ -126,7 +126,15 @@ class ModelSpec:
 @dataclass(frozen=True, eq=False)
 class ModelInputs:
     """Arrays and sizes the model needs, built once from a ResponseData by
-    :func:`build_model_inputs`. Per-observation arrays have length ``n_obs``."""
+    :func:`build_model_inputs`. Per-observation arrays have length ``n_obs``.
+
+    A JAX pytree: the arrays are its leaves and the sizes (``n_persons``, ``n_items``,
+    ``n_groups``, ``reference_index``, ``max_categories``) its static metadata, so a
+    jitted sampler takes the data as traced arguments instead of baking them into the
+    program as constants; the compiled program then depends only on the shapes and can
+    be reused for other data of the same shapes (in memory and in JAX's persistent
+    compilation cache).
+    """
 
     person_idx: np.ndarray
     item_idx: np.ndarray
@@ -145,6 +153,13 @@ class ModelInputs:
     guessing_prior_k: np.ndarray  # (n_items,) answer options for the 3PL prior
     gap_item: np.ndarray  # grm: item of every free step gap
     gap_pos: np.ndarray  # grm: position (1..K_i-2) of every free step gap
+    #: largest number of categories over items; static (needed for array shapes).
+    #: None: taken from ``n_categories`` (which must then be concrete).
+    max_categories: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_categories is None:
+            object.__setattr__(self, "max_categories", int(np.max(self.n_categories)))
 
     @property
     def n_obs(self) -> int:
@@ -154,10 +169,6 @@ class ModelInputs:
     def n_focal(self) -> int:
         return int(self.focal_index.shape[0])
 
-    @property
-    def max_categories(self) -> int:
-        return int(self.n_categories.max())
-
     def observation_arrays(self) -> dict[str, np.ndarray]:
         return {
             "person_idx": self.person_idx,
@@ -166,6 +177,16 @@ class ModelInputs:
             "response": self.response,
             "weight": self.weight,
         }
+
+
+_STATIC_INPUT_FIELDS = ("n_persons", "n_items", "n_groups", "reference_index", "max_categories")
+jax.tree_util.register_dataclass(
+    ModelInputs,
+    data_fields=[
+        f.name for f in fields(ModelInputs) if f.name not in _STATIC_INPUT_FIELDS
+    ],
+    meta_fields=list(_STATIC_INPUT_FIELDS),
+)
 
 
 def build_model_inputs(data: ResponseData, spec: ModelSpec, float_dtype=np.float32) -> ModelInputs:
@@ -228,6 +249,7 @@ def build_model_inputs(data: ResponseData, spec: ModelSpec, float_dtype=np.float
         guessing_prior_k=np.full(data.n_items, k_options, dtype=float_dtype),
         gap_item=gap_item,
         gap_pos=gap_pos,
+        max_categories=int(n_cat.max()),
     )
 
 

@@ -234,3 +234,135 @@ def test_minibatch_svi_matches_full_batch_svi():
     mini_mean = mini.posterior["difficulty"].mean(("chain", "draw")).values
     assert np.corrcoef(full_mean, mini_mean)[0, 1] >= 0.98
     assert np.max(np.abs(full_mean - mini_mean)) < 0.3
+
+
+# --------------------------------------------------------------- compile once / cache
+class _CompileCounter:
+    """Counts XLA backend compilations (jax.monitoring) while active."""
+
+    active: list = []
+    registered = False
+
+    def __init__(self):
+        self.count = 0
+
+    @classmethod
+    def _listener(cls, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            for counter in cls.active:
+                counter.count += 1
+
+    def __enter__(self):
+        import jax.monitoring
+
+        if not _CompileCounter.registered:
+            jax.monitoring.register_event_duration_secs_listener(_CompileCounter._listener)
+            _CompileCounter.registered = True
+        _CompileCounter.active.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _CompileCounter.active.remove(self)
+
+
+def test_nuts_compiles_once_and_takes_data_as_arguments(tiny):
+    """A second fit of other data with the same shapes reuses the compiled program (no XLA
+    compilation at all) and still fits its own data (the data are not baked in)."""
+    flipped = ResponseData.from_indices(
+        person_idx=tiny.person_idx, item_idx=tiny.item_idx, person_group=tiny.person_group,
+        response=1.0 - tiny.response, persons=tiny.persons, items=tiny.items,
+        groups=tiny.groups, reference_group=tiny.reference_group, kind="binary", warn=False,
+    )
+    options = dict(model="2pl", chains=2, draws=60, warmup=60, progress_bar=False, check=False,
+                   log_likelihood=False, seed=3)
+    with _CompileCounter() as first:
+        a = fit(tiny, **options)
+    with _CompileCounter() as second:
+        b = fit(flipped, **options)
+    assert first.count >= 2  # init and sampling programs
+    assert second.count == 0
+    mean_a = a.posterior["difficulty"].mean(("chain", "draw")).values
+    mean_b = b.posterior["difficulty"].mean(("chain", "draw")).values
+    # flipping every response flips the sign of the item difficulties
+    assert np.corrcoef(mean_a, mean_b)[0, 1] < -0.9
+
+
+def test_sequential_chains_match_their_vectorized_draws(tiny):
+    """chain_method='sequential' runs the chains one after another through the same
+    compiled program; each chain draws what it draws when vectorized."""
+    options = dict(model="1pl", dif="none", chains=2, draws=15, warmup=15, progress_bar=False,
+                   check=False, log_likelihood=False, seed=5)
+    vec = fit(tiny, chain_method="vectorized", **options)
+    seq = fit(tiny, chain_method="sequential", **options)
+    np.testing.assert_allclose(
+        seq.posterior["difficulty"].values, vec.posterior["difficulty"].values, atol=1e-4
+    )
+    assert (seq.idata.sample_stats["n_steps"].values
+            == vec.idata.sample_stats["n_steps"].values).all()
+
+
+def test_run_inference_falls_back_when_an_array_must_be_concrete():
+    """A model that reads an array argument's values in Python still runs (NumPyro's MCMC)."""
+    y = np.array([0.5, 1.5, 1.0, 2.0])
+    n_used = np.array([3])
+
+    def model(y, n_used):
+        k = int(n_used[0])  # needs a concrete value: cannot be traced
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        with numpyro.plate("obs", k):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y[:k])
+
+    result = run_inference(
+        model, {"y": y, "n_used": n_used}, method="nuts", dims={"mu": []}, coords={},
+        chains=1, draws=200, warmup=200, progress_bar=False, check=False,
+    )
+    assert abs(float(result.posterior["mu"].mean()) - y[:3].mean()) < 0.4
+
+
+@pytest.fixture
+def restore_compilation_cache():
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    before = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+    yield
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+    cc.reset_cache()
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_compilation_cache_writes_and_reuses_programs(tiny, tmp_path, monkeypatch, how,
+                                                      restore_compilation_cache):
+    import jax
+    import jax.monitoring
+
+    from bayes_align import inference
+
+    hits = []
+
+    def listener(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
+    jax.monitoring.register_event_listener(listener)
+    cache_dir = tmp_path / "jax-cache"
+    options = dict(model="2pl", dif="none", chains=1, draws=5, warmup=7 if how == "argument" else 9,
+                   progress_bar=False, check=False, log_likelihood=False)
+    if how == "argument":
+        options["compilation_cache"] = cache_dir
+    else:
+        monkeypatch.setenv(inference.COMPILATION_CACHE_ENV, str(cache_dir))
+    fit(tiny, **options)
+    written = [p for p in cache_dir.rglob("*") if p.is_file()]
+    assert written, "no compiled program was written to the cache"
+    assert jax.config.jax_compilation_cache_dir == str(cache_dir)
+    if how == "environment":
+        return
+    # a fresh process is simulated by dropping this process's compiled programs
+    inference._NUTS_PROGRAMS.clear()
+    jax.clear_caches()
+    before = len(hits)
+    fit(tiny, **options)
+    assert len(hits) > before

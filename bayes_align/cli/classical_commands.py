@@ -5,8 +5,9 @@ KL, TV, CTT and theta = 0 correlations, accuracy) per subset and, with ``--out``
 writes them as a long CSV plus three figures.
 
 ``naep-alignment`` fits the aggregated-data Bayesian IRT model (humans + every LM as
-its own group) and ranks the LMs by posterior alignment with 90% intervals, next to
-their classical CTT correlation.
+its own group; key counts, or with ``--likelihood nominal`` the counts of every option)
+and ranks the LMs by posterior alignment with 90% intervals, next to their classical CTT
+correlation.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     aligned.add_argument("--method", choices=("svi", "nuts"), default="svi", help="inference method")
     aligned.add_argument("--irt", choices=("1pl", "2pl", "3pl"), default="1pl", help="IRT model (default 1pl)")
+    aligned.add_argument(
+        "--likelihood", choices=("binary", "nominal"), default="binary",
+        help="binary: key vs not (default); nominal: counts of every option (adds distractor DIF "
+        "per LM, reported as distractor_dif_scale; 1pl/2pl only)",
+    )
     aligned.add_argument("--seed", type=int, default=0)
     aligned.add_argument("--out", type=Path, default=None, help="write naep_alignment.csv here")
     aligned.set_defaults(handler=_run_naep_alignment)
@@ -147,11 +153,19 @@ def _run_naep_alignment(args: argparse.Namespace) -> int:
     temperature = 1.0
     if args.temperature == "optimized":
         temperature = optimize_temperature(naep.logits, naep.human_probs, naep.subset_idx, 1)
+    nominal = args.likelihood == "nominal"
+    if nominal and args.irt == "3pl":
+        print("error: --likelihood nominal supports --irt 1pl or 2pl", file=sys.stderr)
+        return 2
     data = AggregatedData.from_naep(
-        naep, human_n=args.human_n, model_n=args.model_n, temperature=temperature
+        naep, human_n=args.human_n, model_n=args.model_n, temperature=temperature,
+        option_counts=nominal,
     )
     start, cpu = time.perf_counter(), time.process_time()
-    fit = fit_aggregated(data, method=args.method, irt=args.irt, seed=args.seed, progress_bar=True)
+    fit = fit_aggregated(
+        data, method=args.method, irt=args.irt, likelihood=args.likelihood, seed=args.seed,
+        progress_bar=True,
+    )
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     ranking = rank_alignment(fit, prob=0.9)
     ctt = wide(classical_table(naep, np.broadcast_to(temperature, (naep.n_models, 1))), "ctt_r").iloc[0]
@@ -159,7 +173,8 @@ def _run_naep_alignment(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.precision", 3):
         print(ranking.to_string(index=False))
     print(
-        f"\n{data.n_items} items x {data.n_groups} groups, {args.method.upper()} in {elapsed:.1f} s "
+        f"\n{data.n_items} items x {data.n_groups} groups, {args.likelihood} likelihood, "
+        f"{args.method.upper()} in {elapsed:.1f} s "
         f"({cpu:.1f} s CPU); "
         f"alignment = posterior Pearson r of item difficulties (human vs LM), 90% interval"
     )
@@ -174,7 +189,9 @@ def rank_alignment(fit, prob: float = 0.9) -> pd.DataFrame:
     """LMs ranked by posterior alignment (Pearson r of reference vs group difficulties).
 
     Columns ``model, alignment_r, r_low, r_high`` (``prob`` HDI), ``dif_scale`` and
-    ``group_mean`` (posterior means), best aligned first.
+    ``group_mean`` (posterior means), and for a nominal aggregated fit
+    ``distractor_dif_scale`` (posterior mean of ``dif_distractor_scale``: how far the LM's
+    choice among wrong answers departs from the reference's, in logits), best aligned first.
     """
     from bayes_align.alignment import alignment
 
@@ -192,4 +209,7 @@ def rank_alignment(fit, prob: float = 0.9) -> pd.DataFrame:
             "group_mean": group_mean.reindex(r.index).to_numpy(),
         }
     )
+    if "dif_distractor_scale" in fit.idata.posterior:
+        distractor = fit.idata.posterior["dif_distractor_scale"].mean(("chain", "draw")).to_series()
+        out["distractor_dif_scale"] = distractor.reindex(r.index).to_numpy()
     return out.sort_values("alignment_r", ascending=False, kind="stable").reset_index(drop=True)

@@ -292,7 +292,6 @@ def lm_scorer(config: DemoConfig, cache_dir: Path | None = None) -> Scorer:
             personas=speakers,
             debias="cyclic" if config.debias else None,
             cache=cache,
-            batch_size=32,
         )
         return option_probabilities(scores, tuple(items["options"].iloc[0]))
 

@@ -25,7 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--debias", default="cyclic", choices=["cyclic", "full", "none"], help="option orders"
     )
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--batch-size", type=int, default=None,
+        help="prompts per forward pass (default: one item x persona group on CPU, 64 on GPU)",
+    )
     parser.add_argument("--cache", default=None, help="JSON Lines cache for resuming (default: none)")
     parser.add_argument("--method", default="logits", choices=["logits", "generate"])
     parser.add_argument("--n-samples", type=int, default=1, help="generate: samples per persona")
@@ -67,10 +70,11 @@ def _score(args: argparse.Namespace) -> int:
         template=args.template,
         personas=personas,
         debias=debias,
-        batch_size=args.batch_size,
         cache=args.cache,
         progress=not args.no_progress,
     )
+    if args.batch_size is not None:
+        common["batch_size"] = args.batch_size
     if args.method == "generate":
         frame = generate(
             **common,

@@ -246,7 +246,7 @@ def score(
     template: PromptTemplate | str | Path | None = None,
     personas: Sequence[Persona] | None = None,
     debias: str | None = "cyclic",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     cache: str | Path | None = None,
     progress: bool = True,
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
@@ -261,7 +261,10 @@ def score(
     template : PromptTemplate or template YAML; default ``PromptTemplate()``.
     personas : optional personas; each item is shown to each persona.
     debias : ``"cyclic"`` (K cyclic shifts), ``"full"`` (K! permutations) or None.
-    batch_size : prompts per forward pass.
+    batch_size : prompts per forward pass. Default: on a CPU one (item, persona) group
+        (all its option orders, at least 4 prompts), which was fastest there (larger
+        batches spill the activations out of the CPU caches; benchmarks/README.md, W4);
+        on a GPU 64. A group larger than ``batch_size`` is split (and shares less).
     cache : JSON Lines file; finished batches are appended, a rerun skips them.
     on_batch : called with the rows of every finished batch (after caching).
     share_prefix : compute every shared token prefix once: the run-wide prefix (chat
@@ -281,7 +284,7 @@ def score(
     """
     import torch
 
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     if debias not in DEBIAS:
         raise ValueError(f"debias must be one of {DEBIAS}, got {debias!r}.")
@@ -312,6 +315,8 @@ def score(
             {r.cache_key: store.rows[r.cache_key] for r in requests if r.cache_key in store}
         )
 
+    if batch_size is None:
+        batch_size = _default_batch_size(lm, pending)
     batches = _plan_batches(pending, pending_ids, batch_size, share_prefix)
     with (
         torch.inference_mode(),
@@ -341,6 +346,17 @@ def score(
             if on_batch is not None:
                 on_batch(rows)
     return _frame([results[r.cache_key] for r in requests])
+
+
+def _default_batch_size(lm: LM, pending: Sequence[ScoreRequest]) -> int:
+    """One (item, persona) group of option orders (at least 4 prompts) on a CPU, 64 on a GPU."""
+    if lm.device != "cpu":
+        return 64
+    sizes: dict[tuple[str, str], int] = {}
+    for request in pending:
+        key = (request.persona_id, request.item.item_id)
+        sizes[key] = sizes.get(key, 0) + 1
+    return max([4, *sizes.values()])
 
 
 def _plan_batches(

@@ -219,6 +219,12 @@ class CompileTimer:
         CompileTimer._active.remove(self)
 
 
+def _default_chain_method(chains: int) -> str:
+    from bayes_align.inference import _default_chain_method as default
+
+    return default(chains)
+
+
 def ours_nuts(data, dif: bool, chains: int, draws: int, warmup: int, seed: int,
               chain_method: str | None, **options) -> dict:
     import bayes_align as ba
@@ -256,7 +262,7 @@ def ours_nuts(data, dif: bool, chains: int, draws: int, warmup: int, seed: int,
         "sample_s": max(float(full.seconds) - setup, 1e-9),
         "total_fit_s": float(full.seconds),
         "divergences": int(stats["diverging"].sum()),
-        "chain_method": chain_method or "default (sequential on 1 CPU device)",
+        "chain_method": chain_method or f"default ({_default_chain_method(chains)})",
         "compilations": timer.count,
         "mean_tree_depth": float(stats["tree_depth"].mean()),
         "grads": int(stats["n_steps"].sum()),

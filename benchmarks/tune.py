@@ -3,6 +3,8 @@
     python benchmarks/tune.py nuts W1          # chain method, tree depth, target_accept, float64
     python benchmarks/tune.py dense W1         # dense vs diagonal mass (NumPyro directly)
     python benchmarks/tune.py svi W3 [--quick] # SVI minibatch size and learning rate
+    python benchmarks/tune.py grad W2          # one gradient of the potential: 1 chain vs 4 vmapped
+    python benchmarks/tune.py compile W1       # XLA compilations of a first and a second fit
 
 Every variant runs in this one process, interleaved, and is reported as min bulk ESS/s
 over the item parameters (NUTS) or time to the ELBO tolerance (SVI), with its ratio to
@@ -120,7 +122,82 @@ def svi_study(name: str, mode: str) -> None:
               flush=True)
 
 
+def grad_study(name: str, mode: str, rounds: int = 10) -> None:
+    """Time one jitted value-and-gradient of the potential (no sampler), one chain and
+    four chains under ``jax.vmap`` (what ``chain_method="vectorized"`` evaluates), for the
+    model as it is and with ``jax.nn.softplus`` in place of ``models.softplus``.
+    Variants are timed round-robin, best of ``rounds``, so load drift hits all alike."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer.util import initialize_model
+
+    from bayes_align import models
+    from bayes_align.models import ModelSpec, build_model_inputs, irt_model
+
+    wl = make_workload(name, mode)
+    fns = {}
+    fast = models.softplus
+    for label, softplus in (("models.softplus", fast), ("jax.nn.softplus", jax.nn.softplus)):
+        models.softplus = softplus
+        jax.clear_caches()  # observation_log_likelihood is jitted: retrace it
+        for irt in ("2pl", "1pl"):
+            spec = ModelSpec(irt=irt, dif="normal")
+            inputs = build_model_inputs(wl.data, spec)
+            info = initialize_model(jax.random.PRNGKey(0), irt_model,
+                                    model_kwargs={"inputs": inputs, "spec": spec})
+            pe, x1 = info.potential_fn, info.param_info.z
+            x4 = jax.tree.map(lambda v: jnp.stack([v + 0.01 * i for i in range(4)]), x1)
+            g1 = jax.jit(jax.value_and_grad(pe))
+            g4 = jax.jit(jax.vmap(jax.value_and_grad(pe)))
+            jax.block_until_ready((g1(x1), g4(x4)))  # compile now, with this softplus
+            fns[(irt, label)] = (g1, x1, g4, x4)
+    models.softplus = fast
+    best = {k: [float("inf"), float("inf")] for k in fns}
+    for _ in range(rounds):
+        for k, (g1, x1, g4, x4) in fns.items():
+            for j, (f, x, reps) in enumerate(((g1, x1, 20), (g4, x4, 8))):
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    out = f(x)
+                jax.block_until_ready(out)
+                best[k][j] = min(best[k][j], (time.perf_counter() - t0) / reps)
+    print(f"## One value-and-gradient of the potential, {name} ({wl.shape}), float32")
+    print()
+    print("| model | softplus | 1 chain ms | 4 chains vmapped ms | vmapped / (4 x 1 chain) |")
+    print("| --- | --- | --- | --- | --- |")
+    for (irt, label), (t1, t4) in best.items():
+        print(f"| {irt} | {label} | {t1 * 1e3:.3f} | {t4 * 1e3:.3f} | {t4 / (4 * t1):.2f} |")
+
+
+def compile_study(name: str, mode: str) -> None:
+    """XLA compilations and compile seconds of a first and a second short fit (other data,
+    same shapes) in this process (jax.monitoring)."""
+    import bayes_align as ba
+    from bayes_align.data import ResponseData
+    from benchmarks.run import CompileTimer
+
+    wl = make_workload(name, mode)
+    d = wl.data
+    other = ResponseData.from_indices(  # same shapes, other values: every response flipped
+        person_idx=d.person_idx, item_idx=d.item_idx, person_group=d.person_group,
+        response=1.0 - d.response, persons=d.persons, items=d.items, groups=d.groups,
+        reference_group=d.reference_group, kind="binary", warn=False)
+    print(f"## Compilations per fit, {name} ({wl.shape}), 4 vectorized chains x 10 + 10")
+    print()
+    print("| fit | XLA compilations | trace + lower + compile s | wall s |")
+    print("| --- | --- | --- | --- |")
+    for label, data in (("first fit", d), ("second fit, other data, same shapes", other)):
+        t0 = time.perf_counter()
+        with CompileTimer() as timer:
+            # vectorized: this script gives JAX 4 host devices, which would pick parallel
+            ba.fit(data, draws=10, warmup=10, chains=4, chain_method="vectorized",
+                   progress_bar=False, log_likelihood=False, check=False)
+        print(f"| {label} | {timer.count} | {timer.seconds:.1f} | "
+              f"{time.perf_counter() - t0:.1f} |", flush=True)
+
+
 if __name__ == "__main__":
     study, name = sys.argv[1], sys.argv[2]
     mode = "quick" if "--quick" in sys.argv else "full"
-    {"nuts": nuts_study, "dense": dense_study, "svi": svi_study}[study](name, mode)
+    {"nuts": nuts_study, "dense": dense_study, "svi": svi_study, "grad": grad_study,
+     "compile": compile_study}[study](name, mode)

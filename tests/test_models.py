@@ -199,3 +199,16 @@ def test_grm_with_per_item_categories():
     np.testing.assert_allclose(step[0, :2].sum(), 0.0, atol=1e-5)
     np.testing.assert_allclose(step[1].sum(), 0.0, atol=1e-5)
     assert trace["step_log_gap"]["value"].shape == (1 + 3,)
+
+
+def test_fast_softplus_matches_jax_softplus_and_its_gradient():
+    import jax
+    import jax.numpy as jnp
+
+    from bayes_align.models import softplus
+
+    x = jnp.array([-200.0, -30.0, -5.0, -1e-3, 0.0, 1e-3, 2.0, 30.0, 200.0], dtype=jnp.float32)
+    np.testing.assert_allclose(softplus(x), jax.nn.softplus(x), rtol=1e-6, atol=1e-30)
+    grad = jax.vmap(jax.grad(softplus))(x)
+    np.testing.assert_allclose(grad, jax.nn.sigmoid(x), rtol=1e-5, atol=1e-7)
+    assert np.isfinite(np.asarray(grad)).all()

@@ -695,7 +695,7 @@ def _run_nuts_compiled(
     total = warmup + draws
     n_chunks = 20 if progress_bar else 1
     bounds = sorted({round(total * j / n_chunks) for j in range(n_chunks + 1)})
-    bar = tqdm(total=total * len(batches), desc="NUTS", disable=not progress_bar,
+    bar = tqdm(total=total * len(batches), desc="NUTS (compiling)", disable=not progress_bar,
                unit="it")
     pieces = []
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import pandas as pd
@@ -102,3 +103,16 @@ def test_errors_are_reported_not_raised(fitted, responses_csv, tmp_path, capsys)
     assert "person='person'" in capsys.readouterr().err
     assert main(["compare", str(fitted["normal"]), str(fitted["normal"])]) == 2
     assert "unique" in capsys.readouterr().err
+
+
+def test_declare_chain_devices_one_host_device_per_chain(monkeypatch):
+    from bayes_align.cli.fit_commands import declare_chain_devices
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    declare_chain_devices(4)
+    assert "--xla_force_host_platform_device_count=4" in os.environ["XLA_FLAGS"]
+    assert "--xla_cpu_enable_fast_math=false" in os.environ["XLA_FLAGS"]
+    # a device count the user set already wins
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    declare_chain_devices(8)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"

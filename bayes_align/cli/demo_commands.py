@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from .fit_commands import declare_chain_devices
 
 __all__ = ["register"]
 
@@ -83,11 +84,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}")
         return 2
-    # Run the NUTS chains in parallel on the CPU cores; must happen before JAX starts.
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        import numpyro
-
-        numpyro.set_host_device_count(max(1, min(config.chains, os.cpu_count() or 1)))
+    declare_chain_devices(config.chains)  # parallel chains; must happen before JAX starts
 
     from bayes_align.demo import run_demo
 

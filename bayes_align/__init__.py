@@ -22,6 +22,7 @@ from bayes_align.dif import dif_screen, mantel_haenszel  # noqa: E402
 from bayes_align.inference import Fit, fit, load_fit  # noqa: E402
 from bayes_align.models import ModelSpec  # noqa: E402
 from bayes_align.naep import load_naep  # noqa: E402
+from bayes_align.naep_alignment import naep_alignment  # noqa: E402
 from bayes_align.simulate import simulate  # noqa: E402
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "load_fit",
     "load_naep",
     "mantel_haenszel",
+    "naep_alignment",
     "naive_alignment",
     "simulate",
 ]

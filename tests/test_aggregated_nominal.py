@@ -328,8 +328,8 @@ def test_naep_economics_nominal_end_to_end(naep_dir):
     not converged: the point is the path), alignment for all 18 LMs."""
     from bayes_align.alignment import alignment
     from bayes_align.classical import optimize_temperature
-    from bayes_align.cli.classical_commands import rank_alignment
     from bayes_align.naep import load_naep
+    from bayes_align.naep_alignment import rank_alignment
 
     econ = load_naep(naep_dir, "economics")
     econ = econ.select(models=econ.language_models)

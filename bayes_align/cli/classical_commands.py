@@ -136,40 +136,32 @@ def _subset_view(table: pd.DataFrame, subset: str, metrics) -> pd.DataFrame:
 
 
 def _run_naep_alignment(args: argparse.Namespace) -> int:
-    from bayes_align.aggregated import AggregatedData, fit_aggregated
-    from bayes_align.classical import classical_table, optimize_temperature, wide
     from bayes_align.naep import load_naep
+    from bayes_align.naep_alignment import naep_alignment
 
     naep = load_naep(args.data, subjects=args.subject)
-    if args.grade is not None:
-        naep = naep.select([f"{args.subject}-{args.grade}"])
-    if naep.n_subsets != 1:
+    subset = None if args.grade is None else f"{args.subject}-{args.grade}"
+    if subset is None and naep.n_subsets != 1:
         print(
             f"error: subject {args.subject!r} has subsets {list(naep.subsets)}; pass --grade",
             file=sys.stderr,
         )
         return 2
-    naep = naep.select(models=naep.language_models)
-    temperature = 1.0
-    if args.temperature == "optimized":
-        temperature = optimize_temperature(naep.logits, naep.human_probs, naep.subset_idx, 1)
-    nominal = args.likelihood == "nominal"
-    if nominal and args.irt == "3pl":
+    if args.likelihood == "nominal" and args.irt == "3pl":
         print("error: --likelihood nominal supports --irt 1pl or 2pl", file=sys.stderr)
         return 2
-    data = AggregatedData.from_naep(
-        naep, human_n=args.human_n, model_n=args.model_n, temperature=temperature,
-        option_counts=nominal,
-    )
     start, cpu = time.perf_counter(), time.process_time()
-    fit = fit_aggregated(
-        data, method=args.method, irt=args.irt, likelihood=args.likelihood, seed=args.seed,
-        progress_bar=True,
-    )
+    try:
+        result = naep_alignment(
+            naep, subset, human_n=args.human_n, model_n=args.model_n,
+            temperature=args.temperature, method=args.method, irt=args.irt,
+            likelihood=args.likelihood, seed=args.seed, progress_bar=True,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    ranking = rank_alignment(fit, prob=0.9)
-    ctt = wide(classical_table(naep, np.broadcast_to(temperature, (naep.n_models, 1))), "ctt_r").iloc[0]
-    ranking["classical_ctt_r"] = ranking["model"].map(ctt)
+    ranking, data = result.ranking, result.data
     with pd.option_context("display.width", 200, "display.precision", 3):
         print(ranking.to_string(index=False))
     print(
@@ -183,33 +175,3 @@ def _run_naep_alignment(args: argparse.Namespace) -> int:
         ranking.to_csv(args.out / "naep_alignment.csv", index=False)
         print(f"wrote {args.out / 'naep_alignment.csv'}")
     return 0
-
-
-def rank_alignment(fit, prob: float = 0.9) -> pd.DataFrame:
-    """LMs ranked by posterior alignment (Pearson r of reference vs group difficulties).
-
-    Columns ``model, alignment_r, r_low, r_high`` (``prob`` HDI), ``dif_scale`` and
-    ``group_mean`` (posterior means), and for a nominal aggregated fit
-    ``distractor_dif_scale`` (posterior mean of ``dif_distractor_scale``: how far the LM's
-    choice among wrong answers departs from the reference's, in logits), best aligned first.
-    """
-    from bayes_align.alignment import alignment
-
-    table = alignment(fit, prob=prob).table
-    r = table.loc[table["metric"] == "pearson"].set_index("group")
-    scale = table.loc[table["metric"] == "dif_scale"].set_index("group")["mean"]
-    group_mean = fit.idata.posterior["group_mean"].mean(("chain", "draw")).to_series()
-    out = pd.DataFrame(
-        {
-            "model": r.index,
-            "alignment_r": r["mean"].to_numpy(),
-            "r_low": r["hdi_low"].to_numpy(),
-            "r_high": r["hdi_high"].to_numpy(),
-            "dif_scale": scale.reindex(r.index).to_numpy(),
-            "group_mean": group_mean.reindex(r.index).to_numpy(),
-        }
-    )
-    if "dif_distractor_scale" in fit.idata.posterior:
-        distractor = fit.idata.posterior["dif_distractor_scale"].mean(("chain", "draw")).to_series()
-        out["distractor_dif_scale"] = distractor.reindex(r.index).to_numpy()
-    return out.sort_values("alignment_r", ascending=False, kind="stable").reset_index(drop=True)

@@ -40,16 +40,13 @@ def _early_xla_flags(argv: list[str]) -> None:
     for flag in ("--ours-chain-method", "--ours-variants"):
         if flag in argv:
             wanted += argv[argv.index(flag) + 1].split(",")
-    if True:
-        if "parallel" in wanted:
-            n = 4
-            if "--chains" in argv:
-                n = int(argv[argv.index("--chains") + 1])
-            flags = os.environ.get("XLA_FLAGS", "")
-            if "xla_force_host_platform_device_count" not in flags:
-                os.environ["XLA_FLAGS"] = (
-                    f"{flags} --xla_force_host_platform_device_count={n}".strip()
-                )
+    if "parallel" in wanted:
+        n = 4
+        if "--chains" in argv:
+            n = int(argv[argv.index("--chains") + 1])
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
 _early_xla_flags(sys.argv)

@@ -36,7 +36,7 @@ from benchmarks.workloads import make_workload  # noqa: E402
 def nuts_study(name: str, mode: str, chains=4, draws=500, warmup=500) -> None:
     wl = make_workload(name, mode)
     variants = [
-        ("default (sequential)", {"chain_method": "sequential"}),
+        ("sequential", {"chain_method": "sequential"}),
         ("vectorized", {"chain_method": "vectorized"}),
         ("parallel (4 XLA host devices)", {"chain_method": "parallel"}),
         ("vectorized, max_tree_depth=8", {"chain_method": "vectorized", "max_tree_depth": 8}),
@@ -47,7 +47,7 @@ def nuts_study(name: str, mode: str, chains=4, draws=500, warmup=500) -> None:
     print(f"## NUTS tuning on {name} ({wl.shape}), {chains} x {warmup}+{draws}")
     print()
     print("| variant | compile s | sampling s | gradients | mean tree depth | min bulk ESS "
-          "| ESS/s | vs default |")
+          "| ESS/s | vs sequential |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     base = None
     for label, opts in variants:

@@ -98,6 +98,15 @@ def build_prefix_tree(sequences: Sequence[Sequence[int]]) -> PrefixTree:
     return tree
 
 
+def cache_argument(model: Any) -> str:
+    """Name of the key/value cache in the model's forward arguments and outputs:
+    ``cache`` in transformers 5.x (which deprecates ``past_key_values`` for removal in
+    5.40), ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @dataclass
 class RootCache:
     """Key/value cache of a prefix shared by every prompt of a run (batch size one)."""
@@ -114,7 +123,7 @@ class RootCache:
             use_cache=True,
             logits_to_keep=1,
         )
-        cache = out.past_key_values
+        cache = out[cache_argument(model)]
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return cls(layers=layers, length=len(token_ids))
 
@@ -195,7 +204,7 @@ def packed_last_logits(
         input_ids=input_ids.to(device),
         attention_mask=mask[:, None].to(device),
         position_ids=position_ids.to(device),
-        past_key_values=root.expand(n_rows) if root is not None else None,
+        **{cache_argument(model): root.expand(n_rows) if root is not None else None},
         use_cache=False,
         logits_to_keep=torch.tensor(wanted, dtype=torch.long, device=device),
     )

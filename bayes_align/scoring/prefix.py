@@ -24,6 +24,8 @@ the longest packed row of the batch.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,9 +104,13 @@ def cache_argument(model: Any) -> str:
     """Name of the key/value cache in the model's forward arguments and outputs:
     ``cache`` in transformers 5.x (which deprecates ``past_key_values`` for removal in
     5.40), ``past_key_values`` before."""
-    import inspect
+    return _cache_argument_of(type(model))
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+@functools.cache
+def _cache_argument_of(model_class: type) -> str:
+    forward = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in forward else "past_key_values"
 
 
 @dataclass

@@ -33,54 +33,41 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy import stats
-from tqdm.auto import tqdm
 
-if TYPE_CHECKING:  # pragma: no cover
-    from bayes_align.data import ResponseData
+from bayes_align.results import as_idata
 
 __all__ = [
+    "DISCRIMINATION_METRICS",
     "METRICS",
     "Alignment",
     "AlignmentComparison",
     "alignment",
     "alignment_draws",
-    "as_inference_data",
     "compare_alignment",
-    "naive_alignment",
 ]
 
 #: Alignment metrics in the order they are reported.
 METRICS = ("pearson", "spearman", "dif_scale", "invariant_share")
-#: Metrics for which larger means better aligned (``dif_scale`` is the opposite).
+#: Extra metrics of fits with non-uniform DIF (``dif_discrimination=True``).
+DISCRIMINATION_METRICS = ("discrimination_pearson", "discrimination_dif_scale")
+#: Metrics for which larger means better aligned (the DIF scales are the opposite).
 _HIGHER_IS_ALIGNED = {
     "pearson": True,
     "spearman": True,
     "invariant_share": True,
     "dif_scale": False,
+    "discrimination_pearson": True,
+    "discrimination_dif_scale": False,
 }
-
-
-def as_inference_data(fit: Any) -> az.InferenceData:
-    """The ``InferenceData`` of a :class:`~bayes_align.inference.Fit` or the object itself.
-
-    Raises ``TypeError`` for anything else.
-    """
-    if isinstance(fit, az.InferenceData):
-        return fit
-    idata = getattr(fit, "idata", None)
-    if isinstance(idata, az.InferenceData):
-        return idata
-    raise TypeError(
-        f"expected a bayes_align Fit or an arviz InferenceData, got {type(fit).__name__}"
-    )
 
 
 def _require_dif_posterior(idata: az.InferenceData) -> xr.Dataset:
@@ -149,7 +136,25 @@ def identified_mask(idata: az.InferenceData, groups: np.ndarray, items: np.ndarr
     return np.array([[(str(i), str(g)) not in pairs for i in items] for g in groups], dtype=bool)
 
 
-def alignment_draws(fit: Any) -> xr.Dataset:
+def _select_items(shift: xr.DataArray, items: Sequence[str] | None) -> xr.DataArray:
+    """``shift`` restricted to the item labels ``items`` (None: all items)."""
+    if items is None:
+        return shift
+    if isinstance(items, str):
+        raise ValueError("items must be a list of item labels, not a single string")
+    wanted = [str(i) for i in items]
+    known = set(shift["item"].to_numpy().astype(str))
+    unknown = [i for i in wanted if i not in known]
+    if unknown:
+        raise ValueError(f"items {unknown[:10]} are not items of the fit")
+    if len(set(wanted)) < 3:
+        raise ValueError(
+            f"alignment correlations need at least 3 items, items= names {len(set(wanted))}"
+        )
+    return shift.sel(item=list(dict.fromkeys(wanted)))
+
+
+def alignment_draws(fit: Any, items: Sequence[str] | None = None) -> xr.Dataset:
     """Per-draw alignment metrics of every focal group.
 
     Parameters
@@ -157,15 +162,23 @@ def alignment_draws(fit: Any) -> xr.Dataset:
     fit
         A :class:`~bayes_align.inference.Fit` or ``InferenceData`` whose posterior holds
         ``difficulty`` (``item``) and ``dif_shift`` (``focal_group, item``).
+    items
+        Item labels to compute the metrics over (e.g. held-out items); None: all items.
+        ``dif_scale`` is the fitted scale of the group's shifts over all items unless the
+        fit has none, in which case it is the sd of the shifts over ``items``.
 
     Returns
     -------
-    ``xarray.Dataset`` with the variables of :data:`METRICS`, each with dims
-    ``(chain, draw, focal_group)``.
+    ``xarray.Dataset`` with the variables of :data:`METRICS` (and, for fits with
+    non-uniform DIF, :data:`DISCRIMINATION_METRICS`: the correlation over items of the
+    reference and group log-discriminations ``log a_i`` and ``log a_i + lambda_gi``, and
+    the scale of ``lambda``), each with dims ``(chain, draw, focal_group)``.
     """
-    idata = as_inference_data(fit)
+    idata = as_idata(fit)
     posterior = _require_dif_posterior(idata)
-    shift_da = posterior["dif_shift"].transpose("chain", "draw", "focal_group", "item")
+    shift_da = _select_items(posterior["dif_shift"], items).transpose(
+        "chain", "draw", "focal_group", "item"
+    )
     difficulty = (
         posterior["difficulty"].sel(item=shift_da["item"]).transpose("chain", "draw", "item")
     ).to_numpy()
@@ -199,19 +212,28 @@ def alignment_draws(fit: Any) -> xr.Dataset:
         n_items = mask.sum(axis=-1)
         dif_scale = np.sqrt(var_shift * n_items / (n_items - 1))
 
-    coords = {
-        "chain": shift_da["chain"].to_numpy(),
-        "draw": shift_da["draw"].to_numpy(),
-        "focal_group": shift_da["focal_group"].to_numpy(),
-    }
-    dims = ("chain", "draw", "focal_group")
     values = {
         "pearson": pearson,
         "spearman": spearman,
         "dif_scale": np.asarray(dif_scale, dtype=float),
         "invariant_share": invariant_share,
     }
-    return xr.Dataset({name: (dims, values[name]) for name in METRICS}, coords=coords)
+    if "dif_log_discrimination" in posterior and "discrimination" in posterior:
+        lam = posterior["dif_log_discrimination"].sel(item=shift_da["item"]).transpose(
+            "chain", "draw", "focal_group", "item").to_numpy()
+        log_a = np.log(posterior["discrimination"].sel(item=shift_da["item"]).transpose(
+            "chain", "draw", "item").to_numpy())
+        log_a = np.broadcast_to(log_a[:, :, None, :], lam.shape)
+        values["discrimination_pearson"] = _masked_pearson(log_a, log_a + lam, mask)
+        values["discrimination_dif_scale"] = posterior["dif_log_discrimination_scale"].transpose(
+            "chain", "draw", "focal_group").to_numpy().astype(float)
+    coords = {
+        "chain": shift_da["chain"].to_numpy(),
+        "draw": shift_da["draw"].to_numpy(),
+        "focal_group": shift_da["focal_group"].to_numpy(),
+    }
+    dims = ("chain", "draw", "focal_group")
+    return xr.Dataset({name: (dims, value) for name, value in values.items()}, coords=coords)
 
 
 def _summarise(draws: xr.Dataset, prob: float) -> pd.DataFrame:
@@ -249,7 +271,8 @@ class Alignment:
     ----------
     table
         Tidy DataFrame with columns ``group, metric, mean, sd, hdi_low, hdi_high``
-        (one row per focal group and metric of :data:`METRICS`).
+        (one row per focal group and metric of :data:`METRICS`, plus
+        :data:`DISCRIMINATION_METRICS` for fits with non-uniform DIF).
     draws
         ``xarray.Dataset`` with one variable per metric, dims ``(chain, draw, focal_group)``.
     prob
@@ -266,7 +289,7 @@ class Alignment:
     def wide(self) -> pd.DataFrame:
         """One row per focal group, one column ``<metric>`` (posterior mean) per metric."""
         return self.table.pivot(index="group", columns="metric", values="mean").reindex(
-            index=self.draws["focal_group"].to_numpy().astype(str), columns=list(METRICS)
+            index=self.draws["focal_group"].to_numpy().astype(str), columns=list(self.draws.data_vars)
         )
 
     def __str__(self) -> str:
@@ -280,7 +303,7 @@ def _check_prob(prob: float) -> None:
         raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
 
 
-def alignment(fit: Any, prob: float = 0.9) -> Alignment:
+def alignment(fit: Any, prob: float = 0.9, items: Sequence[str] | None = None) -> Alignment:
     """Posterior alignment of every focal group with the reference population.
 
     For each focal group ``g`` and posterior draw, with reference difficulties
@@ -303,10 +326,13 @@ def alignment(fit: Any, prob: float = 0.9) -> Alignment:
         A :class:`~bayes_align.inference.Fit` or ``InferenceData`` with a DIF term.
     prob
         Mass of the HDI, in (0, 1).
+    items
+        Item labels to compute the metrics over, e.g. items held out from tuning an LM
+        (:func:`bayes_align.protocol.split_items`); None (default): every item.
     """
     _check_prob(prob)
-    idata = as_inference_data(fit)
-    draws = alignment_draws(idata)
+    idata = as_idata(fit)
+    draws = alignment_draws(idata, items=items)
     if draws.sizes["chain"] * draws.sizes["draw"] < 2:
         warnings.warn(
             "the fit has a single draw (a MAP fit?): the alignment metrics are point "
@@ -366,7 +392,9 @@ class AlignmentComparison:
         )
 
 
-def compare_alignment(fit: Any, metric: str = "pearson", prob: float = 0.9) -> AlignmentComparison:
+def compare_alignment(
+    fit: Any, metric: str = "pearson", prob: float = 0.9, items: Sequence[str] | None = None
+) -> AlignmentComparison:
     """Which focal groups are better aligned than which, with posterior probabilities.
 
     With :math:`m_g^{(s)}` the metric of group ``g`` in posterior draw ``s`` (sign-flipped
@@ -377,12 +405,16 @@ def compare_alignment(fit: Any, metric: str = "pearson", prob: float = 0.9) -> A
       table reports its posterior mean (``expected_rank``), its equal-tailed ``prob``
       interval and ``prob_best`` = P(rank = 1).
 
+    ``items`` restricts the metrics to those item labels (see :func:`alignment`).
     Raises ``ValueError`` for an unknown metric or a fit with fewer than two focal groups.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    if metric not in _HIGHER_IS_ALIGNED:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {tuple(_HIGHER_IS_ALIGNED)}")
     _check_prob(prob)
-    draws = alignment_draws(fit)[metric]
+    all_draws = alignment_draws(fit, items=items)
+    if metric not in all_draws:
+        raise ValueError(f"metric {metric!r} needs a fit with dif_discrimination=True")
+    draws = all_draws[metric]
     groups = draws["focal_group"].to_numpy().astype(str)
     if len(groups) < 2:
         raise ValueError(
@@ -414,99 +446,3 @@ def compare_alignment(fit: Any, metric: str = "pearson", prob: float = 0.9) -> A
     )
     ranking = ranking.sort_values("expected_rank", kind="stable").reset_index(drop=True)
     return AlignmentComparison(metric=metric, pairwise=pairwise, ranking=ranking, prob=prob)
-
-
-def _default_irt(data: ResponseData) -> str:
-    return "grm" if data.kind == "ordinal" else "2pl"
-
-
-def naive_alignment(
-    data: ResponseData,
-    model: str | None = None,
-    seed: int = 0,
-    **fit_kwargs: Any,
-) -> pd.DataFrame:
-    """The classical alignment number: correlate separately estimated difficulties.
-
-    This is the field's usual approach and the baseline the joint model improves on.
-    Each group's responses are fitted *separately* by MAP with a single-group IRT model
-    (``model``; default 2PL for binary/soft data, GRM for ordinal data; no DIF term),
-    each fit identified by fixing that group's ability distribution to N(0, 1). The
-    reference fit gives difficulties :math:`\\hat b_i^{R}`, each focal fit its own
-    :math:`\\hat b_i^{g}`, and the reported numbers are the Pearson and Spearman
-    correlations over the items both groups answered.
-
-    Because each fit fixes its own ability scale, the two sets of difficulties differ by
-    an unknown linear map even without DIF; correlations are invariant to it, which is
-    why the field correlates rather than subtracts.
-
-    **Attenuation.** The point estimates carry estimation noise,
-    :math:`\\hat b_i^{R} = b_i^{R} + e_i^{R}` and :math:`\\hat b_i^{g} = b_i^{g} + e_i^{g}`, with
-    errors independent across the separate fits. The errors inflate the variances but not
-    the covariance, so (Spearman, 1904)
-
-    .. math::
-
-        r(\\hat b^R, \\hat b^g) \\approx r(b^R, b^g)\\,\\sqrt{\\lambda_R \\lambda_g},
-        \\qquad \\lambda = \\frac{\\mathrm{var}(b)}{\\mathrm{var}(b) + \\overline{\\mathrm{se}^2}},
-
-    i.e. the naive r is biased towards 0, the more so the fewer persons a group has
-    (an LM "population" of a few sampled personas is the extreme case). A perfectly
-    aligned group can look misaligned just because it is small. :func:`alignment`
-    computes the correlation inside each posterior draw of the joint model instead, so
-    noise widens its interval rather than shrinking its value.
-
-    Parameters
-    ----------
-    data
-        The multi-group :class:`~bayes_align.data.ResponseData`.
-    model
-        ``"1pl" | "2pl" | "3pl" | "grm"``; default by ``data.kind``.
-    seed
-        Random seed passed to the MAP optimiser.
-    fit_kwargs
-        Further keyword arguments for :func:`bayes_align.fit`.
-
-    Returns
-    -------
-    DataFrame with columns ``group, pearson, spearman, n_items`` (one row per focal group).
-    """
-    from bayes_align.data import ResponseData
-    from bayes_align.inference import fit as fit_model
-
-    irt = model or _default_irt(data)
-    fit_kwargs.setdefault("progress_bar", False)
-    frame = data.to_frame()
-    difficulties: dict[str, pd.Series] = {}
-    for group in tqdm(data.groups, desc="naive alignment: separate MAP fits", unit="group"):
-        sub = frame[frame["group"] == group]
-        if sub.empty:
-            raise ValueError(f"group {group!r} has no responses; drop it before naive_alignment")
-        group_data = ResponseData.from_long(
-            sub, weight="weight", reference_group=group, kind=data.kind
-        )
-        result = fit_model(group_data, model=irt, dif="none", method="map", seed=seed, **fit_kwargs)
-        post = as_inference_data(result).posterior["difficulty"]
-        mean = post.mean(("chain", "draw"))
-        difficulties[group] = pd.Series(mean.to_numpy(), index=mean["item"].to_numpy().astype(str))
-
-    reference = difficulties[data.reference_group]
-    rows = []
-    for group in data.focal_groups:
-        common = reference.index.intersection(difficulties[group].index)
-        x = reference.loc[common].to_numpy()
-        y = difficulties[group].loc[common].to_numpy()
-        if len(common) < 3:
-            raise ValueError(
-                f"group {group!r} shares only {len(common)} items with the reference; "
-                "correlations need at least 3"
-            )
-        rows.append(
-            {
-                "group": group,
-                "pearson": float(stats.pearsonr(x, y).statistic),
-                "spearman": float(stats.spearmanr(x, y).statistic),
-                "n_items": len(common),
-            }
-        )
-    return pd.DataFrame(rows, columns=["group", "pearson", "spearman", "n_items"])

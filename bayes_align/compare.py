@@ -8,10 +8,14 @@ estimated by Pareto-smoothed importance sampling (Vehtari, Gelman & Gabry, 2017)
 - ``pointwise="obs"``: one response (``log_likelihood.y``, dim ``obs``): how well the model
   predicts a held-out answer of a person it has seen (the person's ability stays informed
   by their other answers);
-- ``pointwise="person"``: one person with all their answers (``log_likelihood.y_person``,
-  dim ``person``): how well the model predicts a new person of the same group. Leaving out
+- ``pointwise="person"``: one person with all their answers (the sum of
+  ``log_likelihood.y`` over the person's responses, computed here; an aggregated row is
+  its own unit): how well the model predicts a new person of the same group. Leaving out
   a whole person changes that person's ability posterior a lot, so Pareto k are often high
   here; the warning then suggests the observation-level comparison or K-fold CV.
+
+SVI and MAP draws come from an approximation of the posterior; comparing such fits is
+only indicative, and a warning says so.
 
 Differences are judged against their standard error (``dse``): a difference under
 4 elpd is negligible, one beyond 2 SE is clear (Sivula, Magnusson & Vehtari, 2022).
@@ -25,13 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import arviz as az
+import numpy as np
 import pandas as pd
+import xarray as xr
 
-from bayes_align.alignment import as_inference_data
+from bayes_align.results import as_idata
 
 __all__ = ["ModelComparison", "compare_models"]
 
-_POINTWISE_VAR = {"obs": "y", "person": "y_person"}
+_POINTWISE = ("obs", "person")
 #: Differences in elpd smaller than this are treated as negligible.
 NEGLIGIBLE_ELPD = 4.0
 #: A difference beyond this many standard errors is reported as a clear preference.
@@ -78,12 +84,13 @@ class ModelComparison:
         return "\n".join(lines)
 
 
-def _log_likelihood(name: str, fit: Any, var_name: str) -> az.InferenceData:
-    idata = as_inference_data(fit)
-    if "log_likelihood" not in idata.groups() or var_name not in idata.log_likelihood:
+def _log_likelihood(name: str, fit: Any, pointwise: str) -> az.InferenceData:
+    """An InferenceData whose ``log_likelihood["y"]`` holds one term per left-out unit."""
+    idata = as_idata(fit)
+    if "log_likelihood" not in idata.groups() or "y" not in idata.log_likelihood:
         raise ValueError(
-            f"model {name!r} has no log_likelihood.{var_name}; compare_models needs fits that "
-            "stored the pointwise log-likelihood (bayes_align.fit does unless told not to)"
+            f"model {name!r} has no log_likelihood.y; compare_models needs fits that stored "
+            "the pointwise log-likelihood (bayes_align.fit does unless told not to)"
         )
     n_draws = idata.log_likelihood.sizes["chain"] * idata.log_likelihood.sizes["draw"]
     if n_draws < 2:
@@ -91,12 +98,32 @@ def _log_likelihood(name: str, fit: Any, var_name: str) -> az.InferenceData:
             f"model {name!r} has {n_draws} posterior draw(s) (a MAP fit?); PSIS-LOO needs "
             "posterior draws: fit with method='nuts' (or 'svi')"
         )
-    return idata
+    if pointwise == "obs":
+        return idata
+    if "constant_data" not in idata.groups() or "person_idx" not in idata.constant_data:
+        raise ValueError(f"model {name!r} does not record which person gave each response")
+    person = idata.constant_data["person_idx"].to_numpy()
+    n_persons = int(person.max()) + 1 if (person >= 0).any() else 0
+    rows = np.flatnonzero(person < 0)  # aggregated rows: each is its own unit
+    unit = np.where(person >= 0, person, n_persons + np.searchsorted(rows, np.arange(person.size)))
+    per_unit = xr.apply_ufunc(
+        lambda y: _segment_sum(y, unit, n_persons + rows.size), idata.log_likelihood["y"],
+        input_core_dims=[["obs"]], output_core_dims=[["unit"]],
+    )
+    return az.InferenceData(posterior=idata.posterior, log_likelihood=xr.Dataset({"y": per_unit}))
 
 
-def _n_units(idata: az.InferenceData, var_name: str) -> int:
+def _segment_sum(values: np.ndarray, segment: np.ndarray, n: int) -> np.ndarray:
+    """Sum the last axis of ``values`` into ``n`` segments."""
+    flat = values.reshape(-1, values.shape[-1])
+    out = np.zeros((flat.shape[0], n))
+    np.add.at(out, (slice(None), segment), flat)
+    return out.reshape(*values.shape[:-1], n)
+
+
+def _n_units(idata: az.InferenceData) -> int:
     """Number of left-out units (log-likelihood terms per draw)."""
-    values = idata.log_likelihood[var_name]
+    values = idata.log_likelihood["y"]
     return int(values.size // (values.sizes["chain"] * values.sizes["draw"]))
 
 
@@ -138,7 +165,7 @@ def compare_models(
         ``dif="normal"``, or 1PL vs 2PL).
     pointwise
         ``"obs"`` (leave one response out, ``log_likelihood.y``) or ``"person"`` (leave one
-        person out, ``log_likelihood.y_person``).
+        person out: the person's terms of ``log_likelihood.y`` summed).
 
     Returns
     -------
@@ -153,15 +180,23 @@ def compare_models(
         Fewer than two models, an unknown ``pointwise``, a fit without the log-likelihood
         or posterior draws, or fits with different numbers of left-out units.
     """
-    if pointwise not in _POINTWISE_VAR:
+    if pointwise not in _POINTWISE:
         raise ValueError(f"pointwise must be 'obs' or 'person', got {pointwise!r}")
     if len(fits) < 2:
         raise ValueError(f"compare_models needs at least two models, got {list(fits)}")
-    var_name = _POINTWISE_VAR[pointwise]
     dim = "obs" if pointwise == "obs" else "person"
     unit = "observation" if pointwise == "obs" else "person"
-    idatas = {str(name): _log_likelihood(str(name), fit, var_name) for name, fit in fits.items()}
-    sizes = {name: _n_units(idata, var_name) for name, idata in idatas.items()}
+    approximate = [str(name) for name, fit in fits.items()
+                   if str(as_idata(fit).attrs.get("method", "")) in ("svi", "map")]
+    if approximate:
+        warnings.warn(
+            f"model(s) {approximate} were fitted by SVI/MAP: their draws come from an "
+            "approximation of the posterior, so PSIS-LOO and its verdict are only "
+            "indicative; refit with method='nuts' for a comparison to report",
+            UserWarning, stacklevel=2,
+        )
+    idatas = {str(name): _log_likelihood(str(name), fit, pointwise) for name, fit in fits.items()}
+    sizes = {name: _n_units(idata) for name, idata in idatas.items()}
     if len(set(sizes.values())) > 1:
         raise ValueError(
             f"the models were not fitted to the same data: numbers of {dim} log-likelihood "
@@ -175,7 +210,7 @@ def compare_models(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Pareto.*", category=UserWarning)
         for name, idata in idatas.items():
-            result = az.loo(idata, pointwise=True, var_name=var_name)
+            result = az.loo(idata, pointwise=True)
             loo[name] = result
             k = result.pareto_k.to_numpy()
             threshold = float(getattr(result, "good_k", 0.7))

@@ -22,9 +22,12 @@ the DIF screen can report them as "not identified" instead of a number.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -41,6 +44,69 @@ def _list_some(values: Iterable[object], limit: int = _MAX_LISTED) -> str:
     if len(values) > limit:
         shown += f", ... ({len(values) - limit} more)"
     return shown
+
+
+RESPONSE_FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def read_responses(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a long response table from a CSV, TSV or Parquet file, every cell as written.
+
+    Text files (``.csv``, ``.tsv``, ``.txt``, optionally compressed, e.g. ``.csv.gz``)
+    are read as UTF-8 (a leading byte-order mark is dropped) with every column as a
+    string: no type inference (``007`` stays ``007``, ``1.0`` stays ``1.0``) and no
+    missing-value words (``NA``, ``null`` or ``None`` are labels like any other); an
+    empty cell is the empty string, which :meth:`ResponseData.from_long` refuses in a
+    label column. The index holds line numbers (the header is line 1), so errors name
+    the lines to fix. Parquet columns keep their stored types.
+
+    Raises
+    ------
+    FileNotFoundError : no file at ``path``.
+    ValueError : unknown extension, not UTF-8, malformed CSV, no header, or a column name
+        that appears twice.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"responses file {path} {what}.")
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix not in RESPONSE_FILE_SUFFIXES:
+        raise ValueError(
+            f"{path}: cannot read responses from a {suffix or 'extension-less'} file; save "
+            f"them as CSV, TSV or Parquet ({', '.join(RESPONSE_FILE_SUFFIXES)})."
+        )
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    options = dict(sep="\t" if suffix == ".tsv" else ",", encoding="utf-8-sig", dtype=str)
+    try:
+        header = pd.read_csv(path, header=None, nrows=1, **options).iloc[0]
+        with warnings.catch_warnings():  # more cells than header names: refuse, never shift
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, keep_default_na=False, na_filter=False, index_col=False, **options)
+    except pd.errors.ParserWarning as err:
+        raise ValueError(
+            f"{path}: the rows have more cells than the header has column names; name every "
+            "column in the header line."
+        ) from err
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8 CSV."
+        ) from err
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{path} is empty; it needs a header line and one row per response.") from err
+    except pd.errors.ParserError as err:
+        raise ValueError(f"{path} is not a well-formed {suffix[1:].upper()} file: {str(err).strip()}") from err
+    repeated = sorted({str(c) for c in header[header.duplicated()]})
+    if repeated:
+        raise ValueError(f"{path}: column(s) {repeated} appear more than once in the header.")
+    frame.index = pd.RangeIndex(2, len(frame) + 2, name="line")
+    frame.attrs["rows"] = "row numbers are line numbers of the file; the header is line 1"
+    return frame
 
 
 class GroupedItems:
@@ -61,10 +127,16 @@ class GroupedItems:
 
     @property
     def reference_index(self) -> int:
+        if self.reference_group is None:
+            raise ValueError(
+                "these data hold no reference group (reference_group=None); combine them "
+                "with the data of the reference population (bayes_align.combine) to fit them"
+            )
         return self.groups.index(self.reference_group)
 
     @property
     def focal_groups(self) -> tuple[str, ...]:
+        """Every group but the reference (every group when the data hold no reference)."""
         return tuple(g for g in self.groups if g != self.reference_group)
 
     @property
@@ -143,12 +215,12 @@ class ResponseData(GroupedItems):
     @classmethod
     def from_long(
         cls,
-        df: pd.DataFrame,
+        df: pd.DataFrame | str | os.PathLike,
         person: str = "person",
         item: str = "item",
         group: str = "group",
         response: str = "response",
-        weight: str | None = None,
+        weight: str | Literal[False] | None = None,
         reference_group: str = "human",
         kind: str | None = None,
         n_categories: int | dict[str, int] | None = None,
@@ -158,7 +230,10 @@ class ResponseData(GroupedItems):
         Parameters
         ----------
         df : DataFrame with the columns named by ``person``, ``item``, ``group``,
-            ``response`` and optionally ``weight``.
+            ``response`` and optionally ``weight``; or the path of a CSV, TSV or Parquet
+            file with them, read by :func:`read_responses` (labels exactly as written).
+        weight : column of positive counts. None (default): the column named "weight"
+            when there is one, else all weights 1; False: ignore any weight column.
         reference_group : label of the reference population (group means 0, sd 1).
         kind : "binary", "soft" or "ordinal"; inferred when None (all 0/1 -> binary,
             fractions in [0, 1] -> soft, integers above 1 -> ordinal).
@@ -171,9 +246,23 @@ class ResponseData(GroupedItems):
         a response is NaN or out of range, a person appears in two groups, the reference
         group is absent, or a (person, item) pair occurs twice without a weight column.
         """
+        if isinstance(df, (str, os.PathLike)):
+            frame = read_responses(df)
+            try:
+                return cls.from_long(
+                    frame, person, item, group, response, weight, reference_group, kind,
+                    n_categories,
+                )  # fmt: skip
+            except ValueError as err:
+                where = frame.attrs.get("rows", "")
+                raise ValueError(f"{df}: {err}{f' ({where})' if where else ''}") from err
         if not isinstance(df, pd.DataFrame):
             raise ValueError(f"from_long expects a pandas DataFrame, got {type(df).__name__}.")
         columns = {"person": person, "item": item, "group": group, "response": response}
+        if weight is None and "weight" in df.columns and "weight" not in columns.values():
+            weight = "weight"
+        if weight is False:
+            weight = None
         if weight is not None:
             columns["weight"] = weight
         missing = [f"{role}={name!r}" for role, name in columns.items() if name not in df.columns]
@@ -186,11 +275,14 @@ class ResponseData(GroupedItems):
             raise ValueError("The DataFrame has no rows; there is nothing to fit.")
         row_labels = np.asarray(df.index)
 
+        labels = {}
         for role in ("person", "item", "group"):
-            null = df[columns[role]].isna().to_numpy()
+            values = df[columns[role]]
+            labels[role] = values.astype(str)
+            null = (values.isna() | (labels[role] == "")).to_numpy()
             if null.any():
                 raise ValueError(
-                    f"Column {columns[role]!r} ({role}) is missing in rows "
+                    f"Column {columns[role]!r} ({role}) is empty or missing in rows "
                     f"{_list_some(row_labels[null])}. Drop or fill those rows."
                 )
 
@@ -213,9 +305,9 @@ class ResponseData(GroupedItems):
         else:
             weight_values = np.ones_like(response_values)
 
-        person_codes, person_labels = pd.factorize(df[person].astype(str), sort=False)
-        item_codes, item_labels = pd.factorize(df[item].astype(str), sort=False)
-        group_codes, group_labels = pd.factorize(df[group].astype(str), sort=False)
+        person_codes, person_labels = pd.factorize(labels["person"], sort=False)
+        item_codes, item_labels = pd.factorize(labels["item"], sort=False)
+        group_codes, group_labels = pd.factorize(labels["group"], sort=False)
         persons = tuple(str(v) for v in person_labels)
         items = tuple(str(v) for v in item_labels)
         groups = tuple(str(v) for v in group_labels)
@@ -258,7 +350,7 @@ class ResponseData(GroupedItems):
             persons=persons,
             items=items,
             groups=groups,
-            reference_group=str(reference_group),
+            reference_group=None if reference_group is None else str(reference_group),
             kind=kind,
             n_categories=n_categories,
             row_labels=row_labels,
@@ -290,7 +382,7 @@ class ResponseData(GroupedItems):
         persons = tuple(str(p) for p in persons)
         items = tuple(str(i) for i in items)
         groups = tuple(str(g) for g in groups)
-        if reference_group not in groups:
+        if reference_group is not None and reference_group not in groups:
             raise ValueError(
                 f"Reference group {reference_group!r} is not among the groups {list(groups)}. "
                 "Pass reference_group= with one of them (the human population)."
@@ -351,7 +443,7 @@ class ResponseData(GroupedItems):
             persons=persons,
             items=items,
             groups=groups,
-            reference_group=str(reference_group),
+            reference_group=None if reference_group is None else str(reference_group),
             kind=kind,
             n_categories=n_cat,
         )
@@ -490,7 +582,10 @@ def _identification_report(data: ResponseData, warn: bool = True) -> frozenset[t
 
     Computed with bincounts over (item, group) cells, so it is O(n_obs).
     Also warns (without recording) about persons and items whose responses never vary.
+    Data without a reference group (a part of a combination) have no pairs to check.
     """
+    if data.reference_group is None:
+        return frozenset()
     n_items, n_groups = data.n_items, data.n_groups
     cell = data.item_idx.astype(np.int64) * n_groups + data.group_idx
     size = n_items * n_groups

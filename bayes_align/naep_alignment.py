@@ -9,7 +9,7 @@ One call does what the ``naep-alignment`` command and the NAEP notebook do for e
 2. the aggregated data: students ``n_correct_i = human_n * h_{i,key}``, each LM
    ``n_correct_im = model_n * p_{im,key}(T_m)`` (or the counts of every option for
    ``likelihood="nominal"``), see :meth:`bayes_align.aggregated.AggregatedData.from_naep`;
-3. the joint IRT model with DIF fitted by :func:`bayes_align.aggregated.fit_aggregated`;
+3. the joint IRT model with DIF fitted by :func:`bayes_align.fit_aggregated`;
 4. the ranking: posterior mean and ``prob`` HDI of the alignment
    ``r_m = corr_i(b_i, b_i + s_mi)`` (:func:`bayes_align.alignment.alignment`), next to
    the classical CTT correlation at the same temperature.
@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayes_align.aggregated import AggregatedData, fit_aggregated
+from bayes_align.aggregated import AggregatedData
 from bayes_align.alignment import alignment
 from bayes_align.classical import classical_table, optimize_temperature, wide
-from bayes_align.inference import Fit
+from bayes_align.inference import fit_aggregated
 from bayes_align.naep import NaepData
+from bayes_align.results import Fit
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def naep_alignment(
     temperature: ``"optimized"`` (KL-optimal ``T*`` per LM, the default), ``"raw"``
         (``T = 1``) or a positive number for every LM.
     method, irt, likelihood, seed, inference_kwargs: passed to
-        :func:`bayes_align.aggregated.fit_aggregated`.
+        :func:`bayes_align.fit_aggregated`.
     prob: mass of the reported HDI.
     """
     if subset is None:

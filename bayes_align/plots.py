@@ -1,7 +1,12 @@
-"""Report figures: each function takes tables or an ``InferenceData`` and returns a Figure.
+"""Report figures: each function takes tables, a fit or an ``InferenceData`` and returns a Figure.
 
-Every figure has a title and axis labels a reader understands without the code. The
-functions never call ``plt.show``; the caller saves or embeds the figure and closes it.
+No figure fits a model or simulates one of its own: item curves come from the model's
+item response functions (:func:`bayes_align.predictive.item_curves`), predictive checks
+from the ``posterior_predictive`` / ``prior_predictive`` draws that
+:func:`bayes_align.posterior_predictive` and :func:`bayes_align.prior_predictive` add,
+trace and rank plots from ArviZ. Every figure has a title and axis labels a reader
+understands without the code; the functions never call ``plt.show``; the caller saves or
+embeds the figure and closes it.
 """
 
 from __future__ import annotations
@@ -18,20 +23,25 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from bayes_align.dif import ETS_B_LOGIT, ETS_C_LOGIT
+from bayes_align.predictive import item_curves
+from bayes_align.results import as_idata
 
 __all__ = [
-    "expected_score_curves",
     "group_colours",
+    "main_parameters",
     "plot_alignment_posterior",
     "plot_dif_forest",
     "plot_item_curves",
-    "plot_item_means",
-    "plot_predictive_item_means",
+    "plot_loss",
+    "plot_predictive_check",
     "plot_prob_more_aligned",
-    "simulate_responses",
+    "plot_rank",
+    "plot_trace",
+    "predictive_item_means",
 ]
 
 _BAND_COLOURS = {"A": "#eaf5ea", "B": "#fff7dc", "C": "#fcebec"}
+_PREDICTIVE_GROUPS = ("posterior_predictive", "prior_predictive")
 
 
 def group_colours(groups: Sequence[str]) -> dict[str, Any]:
@@ -40,45 +50,11 @@ def group_colours(groups: Sequence[str]) -> dict[str, Any]:
     return {g: cmap(k % 10) for k, g in enumerate(groups)}
 
 
-def plot_item_means(
-    frame: pd.DataFrame,
-    n_categories: int,
-    items: Sequence[str] | None = None,
-    colours: Mapping[str, Any] | None = None,
-) -> Figure:
-    """Mean response of every item in every group (the raw data, before any model).
-
-    ``frame`` is a long DataFrame with ``item``, ``group`` and ``response`` columns;
-    ``n_categories`` sets the y axis (0 .. K-1).
-    """
-    for column in ("item", "group", "response"):
-        if column not in frame.columns:
-            raise ValueError(f"plot_item_means needs a {column!r} column")
-    order = list(items) if items is not None else list(pd.unique(frame["item"]))
-    groups = list(pd.unique(frame["group"]))
-    means = (
-        frame.groupby(["group", "item"])["response"]
-        .mean()
-        .unstack("item")
-        .reindex(index=groups, columns=order)
-    )
-    colours = dict(colours) if colours is not None else group_colours(groups)
-    fig, ax = plt.subplots(figsize=(10, 3.8), dpi=100)
-    x = np.arange(len(order))
-    for group in groups:
-        ax.plot(x, means.loc[group].to_numpy(), "o-", ms=4, lw=1, label=group, color=colours[group])
-    ax.set_xticks(x, order, rotation=60, ha="right", fontsize=8)
-    ax.set_ylim(-0.05, n_categories - 1 + 0.05)
-    ax.set_xlabel("item")
-    ylabel = "share answering yes/perhaps" if n_categories == 2 else "mean answer (0 = no, 2 = yes)"
-    ax.set_ylabel(ylabel)
-    ax.set_title("Raw data: average answer to each item, by group")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncols=min(4, len(groups)), loc="upper right")
-    fig.tight_layout()
-    return fig
+def _figure_of(axes: Any) -> Figure:
+    return np.asarray(axes).ravel()[0].get_figure()
 
 
+# --------------------------------------------------------------------------- alignment
 def plot_alignment_posterior(
     draws: xr.DataArray,
     table: pd.DataFrame,
@@ -114,12 +90,11 @@ def plot_alignment_posterior(
                 low, high = rows.loc[group, ["hdi_low", "hdi_high"]].astype(float)
                 inside = (grid >= low) & (grid <= high)
                 ax.fill_between(grid[inside], pdf[inside], color=colour, alpha=0.25)
+        elif values.size:  # a single draw (MAP): a line at the point estimate
+            ax.axvline(values[0], color=colour, lw=1.8, label=f"{group} (point estimate)")
         if naive is not None and group in naive and np.isfinite(naive[group]):
             ax.axvline(
-                naive[group],
-                color=colour,
-                ls="--",
-                lw=1.4,
+                naive[group], color=colour, ls="--", lw=1.4,
                 label=f"{group}: classical separate fits",
             )
     label = {"pearson": "Pearson r", "spearman": "Spearman rho"}.get(metric, metric)
@@ -154,6 +129,7 @@ def plot_prob_more_aligned(matrix: pd.DataFrame, metric: str = "pearson") -> Fig
     return fig
 
 
+# --------------------------------------------------------------------------- DIF
 def plot_dif_forest(
     dif: pd.DataFrame,
     mantel_haenszel: pd.DataFrame | None = None,
@@ -195,13 +171,8 @@ def plot_dif_forest(
         flagged = rows["flagged"].to_numpy(bool) if "flagged" in rows else np.zeros(len(rows), bool)
         ax.plot(rows["mean"].to_numpy()[~flagged], y[~flagged], "o", ms=4, color=colour)
         ax.plot(
-            rows["mean"].to_numpy()[flagged],
-            y[flagged],
-            "o",
-            ms=6,
-            color=colour,
-            markeredgecolor="black",
-            markeredgewidth=1.2,
+            rows["mean"].to_numpy()[flagged], y[flagged], "o", ms=6, color=colour,
+            markeredgecolor="black", markeredgewidth=1.2,
         )
         if mantel_haenszel is not None:
             mh = mantel_haenszel[mantel_haenszel["group"] == group].set_index("item")
@@ -216,15 +187,8 @@ def plot_dif_forest(
     handles = [plt.Line2D([], [], color=colours[g], marker="o", lw=1.4, label=g) for g in groups]
     handles.append(
         plt.Line2D(
-            [],
-            [],
-            color="0.3",
-            marker="o",
-            lw=0,
-            ms=6,
-            markeredgecolor="black",
-            markeredgewidth=1.2,
-            label="flagged (posterior)",
+            [], [], color="0.3", marker="o", lw=0, ms=6, markeredgecolor="black",
+            markeredgewidth=1.2, label="flagged (posterior)",
         )
     )
     if mantel_haenszel is not None:
@@ -237,58 +201,8 @@ def plot_dif_forest(
     return fig
 
 
-def expected_score_curves(
-    idata: az.InferenceData,
-    item: str,
-    groups: Sequence[str],
-    theta: np.ndarray,
-    max_draws: int = 200,
-) -> dict[str, np.ndarray]:
-    """Posterior draws of the expected score of ``item`` as a function of ability.
-
-    Uses the model of DESIGN.md: ``a (theta - difficulty - dif_shift)`` with the GRM steps
-    (expected score = sum_k P(y >= k)) or the 2PL/3PL curve. The reference group has no
-    ``dif_shift``. Returns ``{group: array (n_draws, len(theta))}``.
-    """
-    post = idata.posterior
-    stacked = post.stack(sample=("chain", "draw"))
-    n_samples = stacked.sizes["sample"]
-    take = np.linspace(0, n_samples - 1, min(max_draws, n_samples)).astype(int)
-
-    def values(name: str, **sel: Any) -> np.ndarray:
-        return stacked[name].sel(**sel).isel(sample=take).to_numpy()
-
-    difficulty = values("difficulty", item=item)
-    discrimination = (
-        values("discrimination", item=item)
-        if "discrimination" in post
-        else np.ones_like(difficulty)
-    )
-    steps = values("step", item=item).T if "step" in post else None  # (draws, cutpoints)
-    guessing = values("guessing", item=item) if "guessing" in post else np.zeros_like(difficulty)
-    focal = (
-        set(post["dif_shift"]["focal_group"].to_numpy().astype(str))
-        if "dif_shift" in post
-        else set()
-    )
-    curves = {}
-    for group in groups:
-        shift = values("dif_shift", focal_group=group, item=item) if group in focal else 0.0
-        a = discrimination
-        if group in focal and "dif_log_discrimination" in post:
-            a = a * np.exp(values("dif_log_discrimination", focal_group=group, item=item))
-        location = theta[None, :] - (difficulty + shift)[:, None]  # (draws, theta)
-        if steps is not None:
-            eta = a[:, None, None] * (location[:, :, None] - steps[:, None, :])
-            curves[group] = (1 / (1 + np.exp(-eta))).sum(axis=-1)
-        else:
-            p = 1 / (1 + np.exp(-a[:, None] * location))
-            curves[group] = guessing[:, None] + (1 - guessing[:, None]) * p
-    return curves
-
-
 def plot_item_curves(
-    idata: az.InferenceData,
+    fit: Any,
     items: Sequence[str],
     groups: Sequence[str],
     item_labels: Mapping[str, str] | None = None,
@@ -297,8 +211,10 @@ def plot_item_curves(
 ) -> Figure:
     """Item characteristic curves (expected answer vs ability) of ``items`` for ``groups``.
 
-    Lines: posterior mean; bands: 90% pointwise interval. The x axis is the common ability
-    scale of the joint model (the reference group has mean 0, sd 1).
+    The curves are the model's own item response functions with each group's DIF
+    (uniform and non-uniform), from :func:`bayes_align.predictive.item_curves`. Lines:
+    posterior mean; bands: 90% pointwise interval. The x axis is the common ability scale
+    of the joint model (the reference group has mean 0, sd 1).
     """
     if not items:
         raise ValueError("plot_item_curves needs at least one item")
@@ -312,8 +228,7 @@ def plot_item_curves(
     )
     ymax = 1.0
     for ax, item in zip(axes.ravel(), items, strict=False):
-        curves = expected_score_curves(idata, item, groups, theta)
-        for group, draws in curves.items():
+        for group, draws in item_curves(fit, item, list(groups), theta).items():
             low, high = np.quantile(draws, [0.05, 0.95], axis=0)
             ax.plot(theta, draws.mean(axis=0), color=colours[group], lw=1.6, label=group)
             ax.fill_between(theta, low, high, color=colours[group], alpha=0.18)
@@ -334,93 +249,175 @@ def plot_item_curves(
 
 
 # --------------------------------------------------------------------------- predictive checks
-def simulate_responses(
-    params: Mapping[str, np.ndarray],
-    person_idx: np.ndarray,
-    item_idx: np.ndarray,
-    group_idx: np.ndarray,
-    focal_row: np.ndarray,
-    seed: int = 0,
-) -> np.ndarray:
-    """Simulate responses of every observation under each parameter draw.
+def _labels(idata: az.InferenceData, dim: str) -> list[str]:
+    for group in ("posterior", "prior"):
+        if group in idata.groups() and dim in idata[group].coords:
+            return [str(v) for v in idata[group][dim].values]
+    raise ValueError(f"the InferenceData has no {dim!r} labels in its posterior or prior")
 
-    ``params`` holds draws (leading axis ``S``) with the DESIGN.md names: ``difficulty``
-    ``(S, item)``, optional ``discrimination`` ``(S, item)``, ``guessing`` ``(S, item)``,
-    ``step`` ``(S, item, cutpoint)`` (GRM), ``dif_shift`` ``(S, focal_group, item)`` and
-    ``theta`` ``(S, person)``. ``focal_row[g]`` is the row of group ``g`` in ``dif_shift``
-    (``-1`` or ``n_focal`` for the reference, as in ``ModelInputs.focal_row``). Works for prior draws (``numpyro.infer.Predictive``) and
-    posterior draws alike. Returns an int array ``(S, n_obs)``.
+
+def predictive_item_means(
+    fit: Any, group: str = "posterior_predictive", prob: float = 0.9
+) -> pd.DataFrame:
+    """Observed and simulated mean answer of every (group, item) cell.
+
+    Over the observations ``o`` of a cell (person responses and aggregated rows alike;
+    ``y`` is a response or a row's mean answer, ``w = n_responses`` its weight or count)::
+
+        mean_gi = sum_o w_o y_o / sum_o w_o
+
+    for the observed data and for every draw of ``group`` (``"posterior_predictive"``
+    or ``"prior_predictive"``). Returns one row per cell: ``group, item, n`` (sum of
+    weights), ``observed``, ``simulated`` (mean over draws), ``low``, ``high`` (the
+    central ``prob`` interval of the simulated means) and ``inside`` (observed within
+    it). Cells without observations are left out.
     """
-    rng = np.random.default_rng(seed)
-    difficulty = np.asarray(params["difficulty"], dtype=float)
-    n_draws = difficulty.shape[0]
-    theta = np.asarray(params["theta"], dtype=float)[:, person_idx]
-    location = theta - difficulty[:, item_idx]
-    if "dif_shift" in params:
-        shift = np.asarray(params["dif_shift"], dtype=float)
-        padded = np.concatenate([shift, np.zeros((n_draws, 1, shift.shape[-1]))], axis=1)
-        row = np.asarray(focal_row)[group_idx]
-        rows = np.where((row < 0) | (row >= shift.shape[1]), shift.shape[1], row)
-        location = location - padded[:, rows, item_idx]
-    a = (
-        np.asarray(params["discrimination"], dtype=float)[:, item_idx]
-        if "discrimination" in params
-        else 1.0
+    idata = as_idata(fit)
+    if group not in _PREDICTIVE_GROUPS:
+        raise ValueError(f"group must be one of {_PREDICTIVE_GROUPS}, got {group!r}")
+    if group not in idata.groups():
+        how = "bayes_align.posterior_predictive(fit)" if group == "posterior_predictive" else (
+            "bayes_align.prior_predictive(data, ...)")
+        raise ValueError(f"the InferenceData has no {group} group; add it with {how}")
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+    const = idata.constant_data
+    items, groups = _labels(idata, "item"), _labels(idata, "group")
+    n_cells = len(items) * len(groups)
+    cell = const["group_idx"].values.astype(np.int64) * len(items) + const["item_idx"].values
+    weight = const["n_responses"].values.astype(float)
+    observed = idata.observed_data["y"].values.astype(float)
+    simulated = idata[group]["y"].values.reshape(-1, observed.size).astype(float)
+
+    total = np.bincount(cell, weights=weight, minlength=n_cells)
+    observed_mean = np.bincount(cell, weights=weight * observed, minlength=n_cells)
+    n_draws = simulated.shape[0]
+    draw_cell = (np.arange(n_draws)[:, None] * n_cells + cell[None, :]).ravel()
+    simulated_sum = np.bincount(
+        draw_cell, weights=(weight[None, :] * simulated).ravel(), minlength=n_draws * n_cells
+    ).reshape(n_draws, n_cells)
+    present = total > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        observed_mean = observed_mean / total
+        simulated_mean = simulated_sum / total
+    tail = (1 - prob) / 2
+    low, high = np.quantile(simulated_mean[:, present], [tail, 1 - tail], axis=0)
+    table = pd.DataFrame(
+        {
+            "group": np.repeat(groups, len(items))[present],
+            "item": np.tile(items, len(groups))[present],
+            "n": total[present],
+            "observed": observed_mean[present],
+            "simulated": simulated_mean[:, present].mean(axis=0),
+            "low": low,
+            "high": high,
+        }
     )
-    uniform = rng.random(location.shape)
-    if "step" in params:
-        step = np.asarray(params["step"], dtype=float)[:, item_idx, :]  # (S, obs, cut)
-        p_at_least = 1 / (1 + np.exp(-a[..., None] * (location[..., None] - step)))
-        p_at_least = np.where(np.isfinite(step), p_at_least, 0.0)
-        return (uniform[..., None] < p_at_least).sum(axis=-1)
-    p = 1 / (1 + np.exp(-a * location))
-    if "guessing" in params:
-        c = np.asarray(params["guessing"], dtype=float)[:, item_idx]
-        p = c + (1 - c) * p
-    return (uniform < p).astype(int)
+    table["inside"] = (table["observed"] >= table["low"]) & (table["observed"] <= table["high"])
+    table.attrs.update({"prob": float(prob), "predictive": group, "draws": int(n_draws)})
+    return table
 
 
-def plot_predictive_item_means(
-    observed: np.ndarray,
-    simulated: np.ndarray,
-    item_idx: np.ndarray,
-    group_idx: np.ndarray,
-    items: Sequence[str],
-    groups: Sequence[str],
-    title: str,
-    colours: Mapping[str, Any] | None = None,
+def plot_predictive_check(
+    table: pd.DataFrame, title: str | None = None, colours: Mapping[str, Any] | None = None
 ) -> Figure:
-    """Observed item means per group against the 90% interval of simulated item means.
-
-    ``simulated`` is ``(S, n_obs)`` from :func:`simulate_responses` (prior or posterior).
-    """
-    n_items, n_groups = len(items), len(groups)
-    cell = group_idx.astype(np.int64) * n_items + item_idx
-    counts = np.bincount(cell, minlength=n_groups * n_items).astype(float)
-    counts[counts == 0] = np.nan
-
-    def means(y: np.ndarray) -> np.ndarray:
-        return (np.bincount(cell, weights=y, minlength=n_groups * n_items) / counts).reshape(
-            n_groups, n_items
-        )
-
-    observed_means = means(np.asarray(observed, dtype=float))
-    simulated_means = np.stack([means(row.astype(float)) for row in simulated])
-    low, high = np.nanquantile(simulated_means, [0.05, 0.95], axis=0)
+    """Observed item means per group (points; red when outside) against the interval of
+    the simulated item means (bars), from a :func:`predictive_item_means` table."""
+    groups = list(pd.unique(table["group"]))
+    items = list(pd.unique(table["item"]))
     colours = dict(colours) if colours is not None else group_colours(groups)
-    fig, axes = plt.subplots(n_groups, 1, figsize=(10, 1.9 * n_groups + 0.8), sharex=True, dpi=100)
-    axes = np.atleast_1d(axes)
-    x = np.arange(n_items)
-    for g, (ax, group) in enumerate(zip(axes, groups, strict=True)):
-        ax.fill_between(
-            x, low[g], high[g], color=colours[group], alpha=0.25, step="mid", label="90% simulated"
-        )
-        ax.plot(x, observed_means[g], "o", ms=4, color="black", label="observed")
+    x_of = {item: k for k, item in enumerate(items)}
+    fig, axes = plt.subplots(
+        len(groups), 1, figsize=(max(6.0, 0.32 * len(items) + 2), 1.7 * len(groups) + 1.0),
+        sharex=True, dpi=100, squeeze=False,
+    )
+    prob = table.attrs.get("prob", 0.9)
+    for ax, group in zip(axes[:, 0], groups, strict=True):
+        rows = table[table["group"] == group]
+        x = rows["item"].map(x_of).to_numpy()
+        ax.vlines(x, rows["low"], rows["high"], color=colours[group], lw=5, alpha=0.35,
+                  label=f"{prob:.0%} of simulated means")
+        inside = rows["inside"].to_numpy(bool)
+        ax.plot(x[inside], rows["observed"].to_numpy()[inside], "o", ms=4, color="black",
+                label="observed")
+        ax.plot(x[~inside], rows["observed"].to_numpy()[~inside], "o", ms=5, color="#c00",
+                label="observed, outside")
         ax.set_ylabel(f"{group}\nmean answer", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper right")
-    axes[-1].set_xticks(x, items, rotation=60, ha="right", fontsize=8)
-    axes[-1].set_xlabel("item")
-    fig.suptitle(title)
+    axes[0, 0].legend(fontsize=7, loc="upper right", ncols=3)
+    axes[-1, 0].set_xticks(range(len(items)), items, rotation=60, ha="right", fontsize=8)
+    axes[-1, 0].set_xlabel("item")
+    share = table["inside"].mean() if len(table) else float("nan")
+    which = "Posterior" if table.attrs.get("predictive") != "prior_predictive" else "Prior"
+    fig.suptitle(title or f"{which} predictive check: observed item means vs simulated "
+                 f"({share:.0%} of cells inside their {prob:.0%} interval)")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- sampler
+def main_parameters(fit: Any, items: bool = True) -> xr.Dataset:
+    """The parameters a reader checks the sampler on: focal groups' ``group_mean`` and
+    estimated ``group_sd``, ``dif_scale`` (and the item ``difficulty`` when ``items``).
+    Constant entries (the reference's fixed mean and sd, fixed sds of aggregated
+    groups) are left out."""
+    posterior = as_idata(fit).posterior
+    out = {}
+    for name in ("group_mean", "group_sd", "dif_scale", *(("difficulty",) if items else ())):
+        if name not in posterior:
+            continue
+        values = posterior[name]
+        dim = next((d for d in values.dims if d not in ("chain", "draw")), None)
+        if dim is not None:
+            spread = values.max(("chain", "draw")) - values.min(("chain", "draw"))
+            values = values.isel({dim: np.flatnonzero(spread.values > 0)})
+            if values.sizes[dim] == 0:
+                continue
+            values = values.rename({dim: f"{name}_{dim}"})  # subsets of one dim differ
+        out[name] = values
+    if not out:
+        raise ValueError("the posterior holds none of group_mean, group_sd, dif_scale, difficulty")
+    return xr.Dataset(out)
+
+
+def plot_trace(fit: Any) -> Figure:
+    """ArviZ trace plot (density per chain and trace) of :func:`main_parameters`."""
+    parameters = main_parameters(fit)
+    axes = az.plot_trace(parameters, compact=True, figsize=(10, 2.0 * len(parameters.data_vars)))
+    fig = _figure_of(axes)
+    fig.suptitle("Trace plots of the main parameters (one colour per chain)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rank(fit: Any) -> Figure:
+    """ArviZ rank plot of the group-level :func:`main_parameters`: with converged chains
+    every chain's ranks are uniform (flat bars)."""
+    parameters = main_parameters(fit, items=False)
+    n_panels = sum(int(np.prod([v.sizes[d] for d in v.dims if d not in ("chain", "draw")]))
+                   for v in parameters.data_vars.values())
+    ncols = min(3, n_panels)
+    nrows = int(np.ceil(n_panels / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.4 * nrows), dpi=100,
+                             squeeze=False)
+    az.plot_rank(parameters, ax=axes.ravel()[:n_panels])
+    for ax in axes.ravel()[n_panels:]:
+        ax.axis("off")
+    fig.suptitle("Rank plots of the group-level parameters (uniform bars: chains agree)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss(loss: Sequence[float]) -> Figure:
+    """The SVI / MAP loss (negative ELBO) per optimisation step."""
+    loss = np.asarray(loss, dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
+    ax.plot(np.arange(1, loss.size + 1), loss, lw=1.2)
+    if loss.size and np.all(loss[np.isfinite(loss)] > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("loss (negative ELBO)")
+    ax.set_title("Optimisation history: the loss should level off")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -1,21 +1,29 @@
-"""Self-contained HTML report of a joint human-vs-LM alignment analysis.
+"""Self-contained HTML report of any fit: person-level, aggregated or mixed.
 
-:func:`analyse` runs the posterior analyses of one fit (alignment, pairwise comparison,
-DIF screen, sampler diagnostics) next to their classical counterparts (separate-fit
-correlation, Mantel-Haenszel); :func:`render_report` turns one or more such analyses
-into a single HTML file whose figures are embedded as base64 PNGs, so the file can be
-mailed or opened offline.
+:func:`analyse` reads one fit's posterior (it never fits): alignment, pairwise comparison,
+DIF screen, a posterior predictive check of the item means, convergence diagnostics.
+The classical numbers (separate-fit correlation, Mantel-Haenszel) need person-level
+responses and separate fits; the caller computes them once with
+:func:`classical_numbers` and hands them in. :func:`render_report` turns one or more
+analyses into a single HTML page whose figures are embedded as base64 PNGs, so the file
+can be mailed or opened offline::
+
+    fit = ba.load_fit("fit.nc")
+    classical = classical_numbers(responses, model=fit.spec.irt)   # optional
+    html = render_report([analyse(fit, classical=classical)])
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
 import platform
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +37,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_align.alignment import Alignment, AlignmentComparison
     from bayes_align.data import ResponseData
     from bayes_align.diagnostics import DiagnosticReport
+    from bayes_align.results import Fit
 
 __all__ = [
-    "VariantAnalysis",
+    "Classical",
+    "FitAnalysis",
     "analyse",
+    "classical_numbers",
     "dif_with_mantel_haenszel",
     "divergent_items",
     "figure_data_uri",
@@ -42,62 +53,110 @@ __all__ = [
 
 #: Packages whose versions the report lists under "Reproduce".
 _VERSIONED_PACKAGES = (
-    "bayes_align",
-    "numpy",
-    "jax",
-    "numpyro",
-    "arviz",
-    "pandas",
-    "matplotlib",
-    "torch",
+    "bayes_align", "numpy", "jax", "numpyro", "arviz", "pandas", "matplotlib", "torch",
     "transformers",
 )
 
 
+@dataclass(frozen=True)
+class Classical:
+    """The classical numbers of person-level responses, shown beside the posterior ones.
+
+    naive : :func:`bayes_align.naive_alignment` table (``group, pearson, spearman,
+        n_items``), or None.
+    mantel_haenszel : :func:`bayes_align.mantel_haenszel` table, or None.
+    """
+
+    naive: pd.DataFrame | None = None
+    mantel_haenszel: pd.DataFrame | None = None
+
+
+def classical_numbers(
+    data: ResponseData, model: str | None = None, seed: int = 0
+) -> Classical:
+    """Compute the classical numbers of ``data`` once: separate MAP fits per group
+    (:func:`~bayes_align.naive_alignment`, ``model`` as there) and Mantel-Haenszel.
+
+    The caller's step (it fits); :func:`analyse` and :func:`render_report` never call it.
+    Raises ValueError when ``data`` holds no focal group besides its reference.
+    """
+    from bayes_align.dif import mantel_haenszel
+    from bayes_align.naive import naive_alignment
+
+    if not data.focal_groups:
+        raise ValueError(
+            f"the responses hold only the reference group {data.reference_group!r}; the "
+            "classical numbers compare a focal group with it"
+        )
+    naive = naive_alignment(data, model=model, seed=seed, progress_bar=False)
+    with warnings.catch_warnings():  # weights are ignored by MH; the report says so
+        warnings.simplefilter("ignore", UserWarning)
+        mh = mantel_haenszel(data)
+    return Classical(naive=naive, mantel_haenszel=mh)
+
+
 @dataclass
-class VariantAnalysis:
-    """Everything the report shows about one fitted variant (e.g. ordinal or binary).
+class FitAnalysis:
+    """Everything the report shows about one fit.
 
     Attributes
     ----------
-    name
-        Variant label (``"ordinal"``, ``"binary"``).
-    data
-        The multi-group responses that were fitted.
-    idata
-        The fit's ``InferenceData``.
-    alignment
-        :func:`bayes_align.alignment` result.
-    comparison
-        :func:`bayes_align.compare_alignment` result (``None`` with one focal group).
-    naive
-        :func:`bayes_align.naive_alignment` table (``group, pearson, spearman, n_items``).
-    dif
-        :func:`dif_with_mantel_haenszel` table (posterior DIF on the logit scale with the
-        Mantel-Haenszel columns beside it).
-    diagnostics
-        :class:`~bayes_align.diagnostics.DiagnosticReport` of the fit.
-    fit_file
-        File name of the saved fit (relative to the report).
+    name : section label (e.g. ``"ordinal"``).
+    fit : the Fit (or InferenceData) analysed.
+    alignment : :func:`bayes_align.alignment` result; None for a fit without DIF term.
+    comparison : :func:`bayes_align.compare_alignment` (Pearson); None with fewer than
+        two focal groups.
+    dif : :func:`bayes_align.dif_screen` on the logit scale, with the Mantel-Haenszel
+        columns beside it when ``classical`` has them; None without DIF term or draws.
+    predictive : :func:`bayes_align.plots.predictive_item_means` of the posterior
+        predictive draws.
+    diagnostics : :func:`~bayes_align.diagnostics.check_convergence` of a NUTS fit,
+        None for SVI/MAP (approximate) fits.
+    classical : the caller's classical numbers, or None.
+    fit_file : file name of the saved fit, shown in the report (optional).
     """
 
     name: str
-    data: ResponseData
-    idata: az.InferenceData
-    alignment: Alignment
+    fit: Any
+    alignment: Alignment | None
     comparison: AlignmentComparison | None
-    naive: pd.DataFrame
-    dif: pd.DataFrame
-    diagnostics: DiagnosticReport
-    fit_file: str = "fit.nc"
-    extra: dict[str, Any] = field(default_factory=dict)
+    dif: pd.DataFrame | None
+    predictive: pd.DataFrame
+    diagnostics: DiagnosticReport | None
+    classical: Classical | None = None
+    fit_file: str | None = None
+
+    @property
+    def idata(self) -> az.InferenceData:
+        from bayes_align.results import as_idata
+
+        return as_idata(self.fit)
+
+    def alignment_table(self) -> pd.DataFrame:
+        """The alignment table with the classical separate-fit correlation (``classical``)
+        beside the ``pearson`` and ``spearman`` rows when the classical numbers are given."""
+        if self.alignment is None:
+            raise ValueError(f"{self.name}: the fit has no DIF term, so no alignment table")
+        table = self.alignment.table
+        naive = self.classical.naive if self.classical is not None else None
+        if naive is None:
+            return table
+        classical = naive.melt(id_vars="group", value_vars=["pearson", "spearman"],
+                               var_name="metric", value_name="classical")
+        return table.merge(classical, on=["group", "metric"], how="left")
+
+    @property
+    def approximate(self) -> bool:
+        attrs = self.idata.attrs
+        return bool(int(attrs.get("approximate", attrs.get("method") in ("svi", "map"))))
 
 
 def dif_with_mantel_haenszel(dif: pd.DataFrame, mh: pd.DataFrame) -> pd.DataFrame:
     """The posterior DIF table with the Mantel-Haenszel estimate of each pair beside it.
 
     Adds ``mh_log_odds_ratio``, ``mh_delta``, ``mh_p_value`` and ``mh_category`` (matched
-    on ``item, group``) to a :func:`bayes_align.dif_screen` table.
+    on ``item, group``; NaN for pairs the responses do not cover) to a
+    :func:`bayes_align.dif_screen` table.
     """
     for name, table, cols in (
         ("dif", dif, ("item", "group", "mean")),
@@ -119,57 +178,73 @@ def dif_with_mantel_haenszel(dif: pd.DataFrame, mh: pd.DataFrame) -> pd.DataFram
     return merged
 
 
+def _with_posterior_predictive(fit: Any, draws: int, seed: int) -> Any:
+    """``fit`` with a ``posterior_predictive`` group: its own, or drawn now into a shallow
+    copy (the caller's fit, and the file it may save later, stay unchanged)."""
+    import arviz as az
+
+    from bayes_align.predictive import posterior_predictive
+    from bayes_align.results import Fit, as_idata
+
+    idata = as_idata(fit)
+    if "posterior_predictive" in idata.groups():
+        return fit
+    shallow = az.InferenceData(
+        attrs=dict(idata.attrs), **{group: idata[group] for group in idata.groups()}
+    )
+    copy = dataclasses.replace(fit, idata=shallow) if isinstance(fit, Fit) else shallow
+    n_draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
+    return posterior_predictive(copy, draws=min(draws, n_draws), seed=seed)
+
+
 def analyse(
-    fit: Any,
-    data: ResponseData,
-    name: str,
+    fit: Fit | az.InferenceData,
+    name: str = "fit",
     *,
+    classical: Classical | None = None,
     prob: float = 0.9,
+    predictive_draws: int = 200,
     seed: int = 0,
-    fit_file: str = "fit.nc",
-) -> VariantAnalysis:
-    """Run every analysis the report shows on one fit.
+    fit_file: str | None = None,
+) -> FitAnalysis:
+    """Read every number the report shows from one fit's posterior (no fitting).
 
     Posterior: :func:`~bayes_align.alignment`, :func:`~bayes_align.compare_alignment`
-    (Pearson), :func:`~bayes_align.dif_screen` on the logit scale, convergence
-    diagnostics. Classical: :func:`~bayes_align.naive_alignment` (separate MAP fits),
-    :func:`~bayes_align.mantel_haenszel`.
+    (Pearson, two or more focal groups), :func:`~bayes_align.dif_screen` on the logit
+    scale, a posterior predictive check of the item means per group
+    (``predictive_draws`` draws from :func:`bayes_align.posterior_predictive`, unless the
+    fit already has the group), and for NUTS the convergence diagnostics of every
+    posterior variable. ``classical`` (from :func:`classical_numbers`) is put beside them.
     """
-    from bayes_align.alignment import alignment, as_inference_data, compare_alignment
-    from bayes_align.alignment import naive_alignment as classical_alignment
+    from bayes_align.alignment import alignment, compare_alignment
     from bayes_align.diagnostics import check_convergence
-    from bayes_align.dif import dif_screen, mantel_haenszel
+    from bayes_align.dif import dif_screen
+    from bayes_align.plots import predictive_item_means
+    from bayes_align.results import as_idata
 
-    idata = as_inference_data(fit)
-    aligned = alignment(idata, prob=prob)
-    comparison = compare_alignment(idata, prob=prob) if len(data.focal_groups) > 1 else None
-    naive = classical_alignment(data, seed=seed, progress_bar=False)
-    dif = dif_with_mantel_haenszel(
-        dif_screen(idata, prob=prob, scale="logit"), mantel_haenszel(data)
-    )
-    var_names = [
-        v
-        for v in (
-            "difficulty",
-            "discrimination",
-            "step",
-            "dif_shift",
-            "dif_scale",
-            "group_mean",
-            "group_sd",
-        )
-        if v in idata.posterior
-    ]
-    diagnostics = check_convergence(idata, var_names=var_names, warn=False)
-    return VariantAnalysis(
-        name=name,
-        data=data,
-        idata=idata,
-        alignment=aligned,
-        comparison=comparison,
-        naive=naive,
-        dif=dif,
-        diagnostics=diagnostics,
+    idata = as_idata(fit)
+    posterior = idata.posterior
+    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+    aligned = comparison = dif = None
+    if "dif_shift" in posterior:
+        with warnings.catch_warnings():  # a MAP fit's single draw: the report says so
+            warnings.simplefilter("ignore", UserWarning)
+            aligned = alignment(idata, prob=prob)
+        if posterior.sizes["focal_group"] >= 2:
+            comparison = compare_alignment(idata, prob=prob)
+        if n_draws >= 2:
+            dif = dif_screen(idata, prob=prob, scale="logit")
+            if classical is not None and classical.mantel_haenszel is not None:
+                dif = dif_with_mantel_haenszel(dif, classical.mantel_haenszel)
+    with_draws = _with_posterior_predictive(fit, predictive_draws, seed)
+    predictive = predictive_item_means(with_draws, "posterior_predictive", prob=prob)
+    approximate = bool(int(idata.attrs.get("approximate", 0)))
+    diagnostics = None
+    if not approximate and "diverging" in getattr(idata, "sample_stats", {}):
+        diagnostics = check_convergence(idata, warn=False)
+    return FitAnalysis(
+        name=name, fit=fit, alignment=aligned, comparison=comparison, dif=dif,
+        predictive=predictive, diagnostics=diagnostics, classical=classical,
         fit_file=fit_file,
     )
 
@@ -216,6 +291,7 @@ figure{margin:1em 0}figure img{max-width:100%;height:auto}
 figcaption{font-size:.85em;color:#555}
 .side{display:flex;gap:1.5em;flex-wrap:wrap;align-items:flex-start}
 .note{font-size:.9em;color:#444}.ok{color:#176117}.bad{color:#a11}
+.warn{background:#fff7dc;border:1px solid #e8d8a0;padding:.5em .8em}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
 """
 
@@ -251,211 +327,247 @@ def _table(frame: pd.DataFrame, digits: int = 3) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _figure(uri: str, fig_id: str, caption: str) -> str:
+def _figure(fig: Figure, fig_id: str, caption: str) -> str:
     return (
-        f'<figure id="{_esc(fig_id)}"><img src="{uri}" alt="{_esc(caption)}">'
+        f'<figure id="{_esc(fig_id)}"><img src="{figure_data_uri(fig)}" alt="{_esc(caption)}">'
         f"<figcaption>{_esc(caption)}</figcaption></figure>"
     )
 
 
-def _diagnostic_lines(analysis: VariantAnalysis) -> str:
-    d = analysis.diagnostics
-    total = d.n_chains * d.n_draws
-
-    def status(ok: bool) -> str:
-        return '<span class="ok">ok</span>' if ok else '<span class="bad">check</span>'
-
-    lines = [
-        f"R-hat: max {d.max_rhat:.3f} (target &lt; 1.01) {status(d.max_rhat < 1.01)}",
-        f"ESS: min bulk {d.min_ess_bulk:.0f}, min tail {d.min_ess_tail:.0f} of {total} draws "
-        f"(target &ge; {100 * d.n_chains}) {status(min(d.min_ess_bulk, d.min_ess_tail) >= 100 * d.n_chains)}",
-        f"Divergences: {d.n_divergent} of {total} transitions {status(d.n_divergent == 0)}",
-    ]
-    return "<ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul>"
+def _status(ok: bool) -> str:
+    return '<span class="ok">ok</span>' if ok else '<span class="bad">check</span>'
 
 
-def _data_summary(data: ResponseData) -> pd.DataFrame:
-    frame = data.to_frame()
-    summary = frame.groupby("group", sort=False).agg(
-        persons=("person", "nunique"),
-        responses=("response", "size"),
-        mean_answer=("response", "mean"),
+def _model_line(analysis: FitAnalysis) -> str:
+    attrs = analysis.idata.attrs
+    spec = json.loads(attrs.get("model_spec", "{}") or "{}")
+    kinds = json.loads(attrs.get("group_kind", "[]") or "[]")
+    groups = [str(g) for g in analysis.idata.posterior["group"].values]
+    described = ", ".join(
+        f"<b>{_esc(g)}</b> ({_esc(k)})" for g, k in zip(groups, kinds or ["?"] * len(groups),
+                                                       strict=False)
     )
-    return summary.reindex(list(data.groups)).reset_index()
+    saved = f" Saved fit: <code>{_esc(analysis.fit_file)}</code>." if analysis.fit_file else ""
+    return (
+        f'<p class="note">IRT model <b>{_esc(spec.get("irt", "?"))}</b>, DIF prior '
+        f'<b>{_esc(spec.get("dif", "?"))}</b>, fitted by <b>{_esc(attrs.get("method", "?"))}</b> '
+        f'to {_esc(attrs.get("kind", "?"))} data. Groups: {described}; reference '
+        f"<b>{_esc(attrs.get('reference_group', '?'))}</b>.{saved}</p>"
+    )
 
 
-def _variant_section(
-    analysis: VariantAnalysis,
-    item_labels: Mapping[str, str] | None,
+def _data_section(analysis: FitAnalysis) -> str:
+    from bayes_align.results import fit_data
+
+    summary = fit_data(analysis.fit).group_summary().reset_index()
+    summary = summary.loc[:, (summary != 0).any(axis=0)]  # drop all-zero kinds of count
+    return "<h3>Data</h3>" + _table(summary, digits=1)
+
+
+def _alignment_section(analysis: FitAnalysis, colours: Mapping[str, Any]) -> str:
+    from bayes_align import plots
+
+    aligned = analysis.alignment
+    reference = analysis.idata.attrs.get("reference_group", "the reference")
+    if aligned is None:
+        return (
+            "<h3>Alignment with the reference</h3><p>This fit has no DIF term (dif='none'): "
+            "every group shares the reference's item difficulties by assumption, so there "
+            "is no alignment to estimate.</p>"
+        )
+    naive = analysis.classical.naive if analysis.classical is not None else None
+    naive_map = dict(zip(naive["group"], naive["pearson"], strict=True)) if naive is not None else None
+    parts = [
+        "<h3>Alignment with the reference</h3>",
+        '<p class="note">Alignment is the correlation, over items, between the item '
+        "difficulties of the reference group and those of the focal group, computed inside "
+        "every posterior draw of the joint model (1 = the group finds exactly the same items "
+        "hard). "
+        + ("The dashed lines are the classical number: the correlation of difficulties from "
+           "separate fits, which estimation noise biases towards 0." if naive is not None
+           else "No classical numbers were given (they need person-level responses).")
+        + "</p>",
+        _figure(
+            plots.plot_alignment_posterior(
+                aligned.draws["pearson"], aligned.table, naive_map, metric="pearson",
+                reference_group=reference, colours=colours,
+            ),
+            f"fig-alignment-{analysis.name}",
+            f"Posterior of each group's alignment with {reference}; shaded: "
+            f"{aligned.prob:.0%} HDI" + ("; dashed: classical separate-fit correlation."
+                                         if naive is not None else "."),
+        ),
+    ]
+    parts.append(_table(analysis.alignment_table()))
+    if analysis.comparison is not None:
+        parts += [
+            "<h3>Which group is better aligned?</h3>",
+            '<div class="side">',
+            _figure(
+                plots.plot_prob_more_aligned(analysis.comparison.matrix()),
+                f"fig-compare-{analysis.name}",
+                "P(row group better aligned with the reference than column group), Pearson.",
+            ),
+            "<div>" + _table(analysis.comparison.ranking) + "</div></div>",
+        ]
+    return "\n".join(parts)
+
+
+def _dif_section(
+    analysis: FitAnalysis, colours: Mapping[str, Any], item_labels: Mapping[str, str] | None,
     n_curve_items: int,
 ) -> str:
     from bayes_align import plots
 
-    data = analysis.data
-    name = analysis.name
-    reference = data.reference_group
-    groups = list(data.focal_groups)
-    colours = plots.group_colours(data.groups)
-    parts = [f'<h2 id="variant-{_esc(name)}">{_esc(name.capitalize())} model</h2>']
-    k = int(np.max(data.n_categories))
-    model = json.loads(analysis.idata.attrs.get("model_spec", "{}") or "{}").get("irt", "?")
-    parts.append(
-        f'<p class="note">{k}-category responses, IRT model <b>{_esc(model)}</b> with a DIF term '
-        f"for every focal group; reference group <b>{_esc(reference)}</b>. "
-        f"Saved fit: <code>{_esc(analysis.fit_file)}</code>.</p>"
-    )
-
-    # data summary
-    parts.append("<h3>Data</h3>" + _table(_data_summary(data)))
-    parts.append(
-        _figure(
-            figure_data_uri(
-                plots.plot_item_means(data.to_frame(), k, items=data.items, colours=colours)
-            ),
-            f"fig-data-{name}",
-            "Average answer per item and group, straight from the data.",
-        )
-    )
-
-    # alignment
-    metric = "pearson"
-    naive_map = dict(zip(analysis.naive["group"], analysis.naive[metric], strict=True))
-    parts.append("<h3>Alignment with the reference</h3>")
-    parts.append(
-        '<p class="note">Alignment is the correlation, over items, between the item '
-        "difficulties of the reference group and those of the focal group, computed inside "
-        "every posterior draw of the joint model (1 = the group finds exactly the same items "
-        "hard). The dashed lines are the classical number: the correlation of difficulties "
-        "from separate fits, which is biased towards 0 by estimation noise.</p>"
-    )
-    parts.append(
-        _figure(
-            figure_data_uri(
-                plots.plot_alignment_posterior(
-                    analysis.alignment.draws[metric],
-                    analysis.alignment.table,
-                    naive_map,
-                    metric=metric,
-                    reference_group=reference,
-                    colours=colours,
-                )
-            ),
-            f"fig-alignment-{name}",
-            f"Posterior of each group's alignment with {reference}; shaded: "
-            f"{analysis.alignment.prob:.0%} HDI; dashed: classical separate-fit correlation.",
-        )
-    )
-    table = analysis.alignment.table.merge(
-        analysis.naive.melt(
-            id_vars="group",
-            value_vars=["pearson", "spearman"],
-            var_name="metric",
-            value_name="classical",
-        ),
-        on=["group", "metric"],
-        how="left",
-    )
-    parts.append(_table(table))
-
-    if analysis.comparison is not None:
-        parts.append("<h3>Which group is better aligned?</h3>")
-        matrix = analysis.comparison.matrix()
-        parts.append(
-            '<div class="side">'
-            + _figure(
-                figure_data_uri(plots.plot_prob_more_aligned(matrix)),
-                f"fig-compare-{name}",
-                "P(row group better aligned with the reference than column group), Pearson.",
-            )
-            + "<div>"
-            + _table(analysis.comparison.ranking)
-            + "</div></div>"
-        )
-
-    # DIF
     dif = analysis.dif
+    if dif is None:
+        reason = ("the fit has a single draw (MAP), so posterior DIF probabilities are undefined"
+                  if analysis.alignment is not None else "the fit has no DIF term")
+        return f"<h3>Differential item functioning (DIF)</h3><p>Not shown: {reason}.</p>"
+    has_mh = "mh_log_odds_ratio" in dif.columns
     rope = dif.attrs.get("rope", 0.426)
-    parts.append("<h3>Differential item functioning (DIF)</h3>")
-    parts.append(
+    parts = [
+        "<h3>Differential item functioning (DIF)</h3>",
         '<p class="note">DIF of an item for a group is how much harder (positive) or easier '
         "(negative) the item is for that group than for the reference at the same trait level, "
         "in logits. ETS bands: A (negligible, |DIF| &lt; 0.43), B (slight to moderate), C "
         "(moderate to large, |DIF| &ge; 0.64). An item is flagged when the posterior "
-        f"probability that |DIF| &gt; {rope:.3f} is at least {dif.attrs.get('prob', 0.9):.0%}. "
-        "Open diamonds: the classical Mantel-Haenszel log odds ratio.</p>"
-    )
-    flagged = dif[
-        dif["flagged"] | dif["category"].isin(["B", "C"]) | dif["mh_category"].isin(["B", "C"])
+        f"probability that |DIF| &gt; {rope:.3f} is at least {dif.attrs.get('prob', 0.9):.0%}."
+        + (" Open diamonds: the classical Mantel-Haenszel log odds ratio (person-level "
+           "responses; weights ignored)." if has_mh else "")
+        + "</p>",
     ]
+    bands = dif["category"].isin(["B", "C"]) | dif["flagged"]
+    if has_mh:
+        bands |= dif["mh_category"].isin(["B", "C"])
+    flagged = dif[bands]
     flagged = flagged.reindex(flagged["mean"].abs().sort_values(ascending=False).index)
-    shown = flagged[
-        [
-            "item",
-            "group",
-            "mean",
-            "hdi_low",
-            "hdi_high",
-            "prob_abs_gt_rope",
-            "category",
-            "flagged",
-            "mh_log_odds_ratio",
-            "mh_category",
-        ]
-    ].rename(
-        columns={
-            "category": "ets (posterior)",
-            "mh_log_odds_ratio": "mh_log_or",
-            "mh_category": "ets (MH)",
-        }
-    )
-    flagged_html = (
-        _table(shown) if len(shown) else "<p>No item reaches ETS B or C for any group.</p>"
-    )
+    columns = ["item", "group", "mean", "hdi_low", "hdi_high", "prob_abs_gt_rope", "category",
+               "flagged", *(["mh_log_odds_ratio", "mh_category"] if has_mh else [])]
+    shown = flagged[columns].rename(columns={
+        "category": "ets (posterior)", "mh_log_odds_ratio": "mh_log_or", "mh_category": "ets (MH)"
+    })
+    listing = (_table(shown) if len(shown)
+               else "<p>No item reaches ETS B or C, or is flagged, for any group.</p>")
+    items = [str(i) for i in analysis.idata.posterior["item"].values]
+    mh = dif.rename(columns={"mh_log_odds_ratio": "log_odds_ratio"}) if has_mh else None
     parts.append(
         '<div class="side">'
         + _figure(
-            figure_data_uri(
-                plots.plot_dif_forest(
-                    dif,
-                    dif.rename(columns={"mh_log_odds_ratio": "log_odds_ratio"}),
-                    items=data.items,
-                    colours=colours,
-                )
-            ),
-            f"fig-dif-{name}",
+            plots.plot_dif_forest(dif, mh, items=items, colours=colours),
+            f"fig-dif-{analysis.name}",
             "DIF forest plot: posterior mean and HDI per item and group, ETS bands shaded.",
         )
-        + f"<div><b>Items flagged by either method</b>{flagged_html}</div></div>"
+        + f"<div><b>Items flagged or in ETS B/C</b>{listing}</div></div>"
     )
-
-    # item curves
-    lm_groups = [g for g in groups if g.startswith("lm:")] or groups
-    top = divergent_items(dif, lm_groups, n=n_curve_items)
+    focal = [str(g) for g in analysis.idata.posterior["focal_group"].values]
+    top = divergent_items(dif, focal, n=n_curve_items)
     if top:
-        parts.append("<h3>Item characteristic curves of the most divergent items</h3>")
-        parts.append(
+        reference = str(analysis.idata.attrs.get("reference_group"))
+        parts += [
+            "<h3>Item characteristic curves of the most divergent items</h3>",
             _figure(
-                figure_data_uri(
-                    plots.plot_item_curves(
-                        analysis.idata,
-                        top,
-                        [reference, *groups],
-                        item_labels=item_labels,
-                        colours=colours,
-                    )
-                ),
-                f"fig-curves-{name}",
-                "Expected answer as a function of the trait, per group, for the items whose "
-                "DIF is largest for the language model.",
-            )
-        )
-
-    parts.append("<h3>Sampler diagnostics</h3>" + _diagnostic_lines(analysis))
+                plots.plot_item_curves(analysis.fit, top, [reference, *focal],
+                                       item_labels=item_labels, colours=colours),
+                f"fig-curves-{analysis.name}",
+                "Expected answer as a function of the trait, per group (the model's item "
+                "response functions with each group's DIF), for the items with the largest DIF.",
+            ),
+        ]
     return "\n".join(parts)
 
 
+def _predictive_section(analysis: FitAnalysis, colours: Mapping[str, Any]) -> str:
+    from bayes_align import plots
+
+    table = analysis.predictive
+    prob = table.attrs.get("prob", 0.9)
+    share = float(table["inside"].mean())
+    outside = table.loc[~table["inside"], ["group", "item", "n", "observed", "low", "high"]]
+    listing = (
+        "<p>Cells outside their interval:</p>" + _table(outside.head(20))
+        if len(outside) else ""
+    )
+    return "\n".join([
+        "<h3>Posterior predictive check</h3>",
+        '<p class="note">Answers simulated from the fitted model (every group, person-level '
+        "and aggregated alike, from the model's own likelihood) against the data: for every "
+        "group and item, the mean answer weighted by the number of responses. "
+        f"{share:.0%} of the {len(table)} cells lie inside their {prob:.0%} interval "
+        f"({table.attrs.get('draws', '?')} posterior draws); far fewer would point to a "
+        "misfitting model.</p>",
+        _figure(
+            plots.plot_predictive_check(table, colours=colours),
+            f"fig-ppc-{analysis.name}",
+            f"Observed item means (points; red: outside) and the {prob:.0%} interval of the "
+            "simulated ones (bars), per group.",
+        ),
+        listing,
+    ])
+
+
+def _diagnostics_section(analysis: FitAnalysis) -> str:
+    from bayes_align import plots
+
+    parts = ["<h3>Sampler diagnostics</h3>"]
+    if analysis.approximate:
+        method = analysis.idata.attrs.get("method", "svi")
+        parts.append(
+            '<p class="warn"><b>Approximate posterior.</b> This fit was made by '
+            f"{_esc(method).upper()}, not by MCMC: its draws come from an approximation "
+            "(a fitted normal guide, or a point for MAP) that tends to understate the "
+            "uncertainty. R-hat, ESS and divergences do not apply; refit with NUTS before "
+            "relying on intervals.</p>"
+        )
+        elbo = getattr(analysis.fit, "elbo", None)
+        if elbo is None and "elbo" in analysis.idata.attrs:
+            elbo = json.loads(analysis.idata.attrs["elbo"])
+        if elbo is not None and len(elbo) > 1:
+            parts.append(_figure(plots.plot_loss(elbo), f"fig-loss-{analysis.name}",
+                                 "Loss history of the optimisation."))
+        return "\n".join(parts)
+    d = analysis.diagnostics
+    if d is None:
+        return "\n".join([*parts, "<p>No sampler statistics in this fit.</p>"])
+    total = d.n_chains * d.n_draws
+    needed = 100 * d.n_chains
+    lines = [
+        f"R-hat: max {d.max_rhat:.3f} at {_esc(d.worst.get('rhat', '?'))} (target &lt; 1.01) "
+        f"{_status(bool(d.max_rhat < 1.01))}",
+        f"ESS: min bulk {d.min_ess_bulk:.0f}, min tail {d.min_ess_tail:.0f} of {total} draws "
+        f"(target &ge; {needed}) {_status(bool(min(d.min_ess_bulk, d.min_ess_tail) >= needed))}",
+        f"Divergences: {d.n_divergent} of {total} transitions {_status(d.n_divergent == 0)}",
+    ]
+    parts.append("<ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul>")
+    parts.extend(f'<p class="warn">{_esc(m)}</p>' for m in d.messages)
+    if d.n_draws >= 4:
+        parts.append(_figure(plots.plot_trace(analysis.fit), f"fig-trace-{analysis.name}",
+                             "Trace plots (ArviZ): densities per chain and the draws in order."))
+        if d.n_chains >= 2:
+            parts.append(_figure(plots.plot_rank(analysis.fit), f"fig-rank-{analysis.name}",
+                                 "Rank plots (ArviZ): ranks of each chain's draws among all."))
+    return "\n".join(parts)
+
+
+def _section(analysis: FitAnalysis, item_labels: Mapping[str, str] | None, n_curve_items: int) -> str:
+    from bayes_align import plots
+
+    groups = [str(g) for g in analysis.idata.posterior["group"].values]
+    colours = plots.group_colours(groups)
+    name = analysis.name
+    return "\n".join([
+        f'<h2 id="section-{_esc(name)}">{_esc(name)}</h2>',
+        _model_line(analysis),
+        _data_section(analysis),
+        _alignment_section(analysis, colours),
+        _dif_section(analysis, colours, item_labels, n_curve_items),
+        _predictive_section(analysis, colours),
+        _diagnostics_section(analysis),
+    ])
+
+
 def render_report(
-    analyses: Sequence[VariantAnalysis],
+    analyses: Sequence[FitAnalysis],
     *,
     title: str = "bayes_align report",
     intro: str = "",
@@ -470,7 +582,7 @@ def render_report(
     Parameters
     ----------
     analyses
-        One :class:`VariantAnalysis` per fitted variant, the main one first.
+        One :class:`FitAnalysis` per fit (:func:`analyse`), the main one first.
     intro
         HTML paragraph(s) shown under the title (the caller escapes its own text).
     item_labels
@@ -482,10 +594,11 @@ def render_report(
     """
     if not analyses:
         raise ValueError("render_report needs at least one analysed fit")
-    sections = [_variant_section(a, item_labels, n_curve_items) for a in analyses]
-    toc = " &middot; ".join(
-        f'<a href="#variant-{_esc(a.name)}">{_esc(a.name)}</a>' for a in analyses
-    )
+    names = [a.name for a in analyses]
+    if len(set(names)) != len(names):
+        raise ValueError(f"analysis names must be unique, got {names}")
+    sections = [_section(a, item_labels, n_curve_items) for a in analyses]
+    toc = " &middot; ".join(f'<a href="#section-{_esc(n)}">{_esc(n)}</a>' for n in names)
     repro = ['<h2 id="reproduce">Reproduce</h2>']
     if commands:
         repro.append("<pre>" + "\n".join(_esc(c) for c in commands) + "</pre>")
@@ -495,19 +608,16 @@ def render_report(
     )
     if config:
         repro.append(
-            "<p>Settings:</p><pre>"
-            + _esc(json.dumps(dict(config), indent=1, default=str))
+            "<p>Settings:</p><pre>" + _esc(json.dumps(dict(config), indent=1, default=str))
             + "</pre>"
         )
     if timings:
-        rows = pd.DataFrame(
-            {"stage": list(timings), "seconds": [float(v) for v in timings.values()]}
-        )
+        rows = pd.DataFrame({"stage": list(timings), "seconds": [float(v) for v in timings.values()]})
         repro.append("<p>Time per stage:</p>" + _table(rows, digits=1))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_esc(title)}</h1>{intro}<p>Variants: {toc} &middot; "
+        f"<h1>{_esc(title)}</h1>{intro}<p>Sections: {toc} &middot; "
         '<a href="#reproduce">reproduce</a></p>'
         + "\n".join(sections)
         + "\n".join(repro)

@@ -1,12 +1,11 @@
 """Simulate multi-group IRT responses with planted DIF (for tests, benchmarks, demos).
 
-Generating model (the same as :mod:`bayes_align.models`)::
-
-    theta[p]  ~ Normal(group_mean[g_p], group_sd[g_p])
-    eta[o]    = a[i] exp(dlog_a[g, i]) (theta[p] - difficulty[i] - dif_shift[g, i])
-    binary:   y ~ Bernoulli(c[i] + (1 - c[i]) sigmoid(eta))        (c = 0 unless 3pl)
-    soft:     y ~ Beta(kappa p, kappa (1 - p)) for the focal groups, p as above
-    grm:      P(y >= k) = sigmoid(a (theta - difficulty - dif_shift - step[i, k]))
+Abilities ``theta[p] ~ Normal(group_mean[g_p], group_sd[g_p])`` and item parameters are
+drawn here; the responses are drawn from the model's own observation distributions
+(:func:`bayes_align.model.joint.observation_distributions`, the forward model every
+simulator and predictive check uses) at those parameters. ``soft=True`` replaces the
+focal groups' responses by ``Beta(kappa p, kappa (1 - p))`` draws around the model's
+``p = P(y = 1)``.
 
 Planted DIF: every focal group gets its own ``n_dif_items`` randomly chosen items with
 shifts of ``+dif_size`` and ``-dif_size`` in alternation, so each group's shifts sum to
@@ -24,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bayes_align.data import ResponseData
@@ -165,27 +166,24 @@ def simulate(
         z[is_ref] = (z[is_ref] - z[is_ref].mean()) / z[is_ref].std()
     theta = means[person_group] + sds[person_group] * z
     p_idx, i_idx = _sample_pairs(rng, n_persons, n_items, 1.0 - missing)
-    g_idx = person_group[p_idx]
-    shift_full = np.zeros((n_groups, n_items))
-    shift_full[focal] = dif_shift
-    log_a_full = np.zeros((n_groups, n_items))
-    log_a_full[focal] = dif_log_a
-    a = discrimination[i_idx] * np.exp(log_a_full[g_idx, i_idx])
-    location = theta[p_idx] - difficulty[i_idx] - shift_full[g_idx, i_idx]
-
-    if irt == "grm":
-        cumulative = 1.0 / (1.0 + np.exp(-a[:, None] * (location[:, None] - step[i_idx])))
-        u = rng.random(p_idx.size)
-        response = (u[:, None] < cumulative).sum(axis=1).astype(np.float64)
-    else:
-        prob = 1.0 / (1.0 + np.exp(-a * location))
-        if guessing is not None:
-            prob = guessing[i_idx] + (1 - guessing[i_idx]) * prob
-        response = (rng.random(p_idx.size) < prob).astype(np.float64)
-        if soft:
-            focal_rows = g_idx != ref
-            pr = np.clip(prob[focal_rows], 1e-6, 1 - 1e-6)
-            response[focal_rows] = rng.beta(soft_concentration * pr, soft_concentration * (1 - pr))
+    params = {
+        "theta": theta, "difficulty": difficulty, "discrimination": discrimination,
+        "dif_shift": dif_shift, "group_mean": means, "group_sd": sds,
+    }
+    if guessing is not None:
+        params["guessing"] = guessing
+    if step is not None:
+        params["step"] = step
+    if dif_discrimination_size:
+        params["dif_log_discrimination"] = dif_log_a
+    response, prob = _draw_responses(
+        params, p_idx, i_idx, person_group, groups, reference_group, irt, n_categories,
+        seed=int(rng.integers(2**31)),
+    )
+    if soft:
+        focal_rows = person_group[p_idx] != ref
+        pr = np.clip(prob[focal_rows], 1e-6, 1 - 1e-6)
+        response[focal_rows] = rng.beta(soft_concentration * pr, soft_concentration * (1 - pr))
 
     # Keep only persons with at least one response (relevant with heavy missingness).
     observed_persons, p_new = np.unique(p_idx, return_inverse=True)
@@ -224,3 +222,30 @@ def simulate(
     if step is not None:
         truth["step"] = step
     return data, truth
+
+
+def _draw_responses(params, p_idx, i_idx, person_group, groups, reference_group, irt,
+                    n_categories, seed):
+    """Responses drawn from the model's own observation distributions
+    (:mod:`bayes_align.model.joint`) at the planted parameters; also P(y = 1) (binary)."""
+    from bayes_align.combined import as_combined
+    from bayes_align.model.inputs import build_model_inputs
+    from bayes_align.model.joint import observation_distributions
+    from bayes_align.model.spec import ModelSpec, Priors
+
+    n_items = params["difficulty"].shape[0]
+    design = ResponseData.from_indices(
+        person_idx=p_idx, item_idx=i_idx, person_group=person_group,
+        response=np.zeros(p_idx.size), persons=[str(p) for p in range(person_group.size)],
+        items=[str(i) for i in range(n_items)], groups=groups, reference_group=reference_group,
+        kind="ordinal" if irt == "grm" else "binary",
+        n_categories=n_categories if irt == "grm" else None, warn=False,
+    )
+    spec = ModelSpec(irt=irt, dif="normal", dif_discrimination="dif_log_discrimination" in params)
+    inputs = build_model_inputs(as_combined(design), spec, Priors(), float_dtype=np.float64)
+    with jax.enable_x64(True):
+        arrays = {k: jnp.asarray(v, jnp.float64) for k, v in params.items()}
+        distribution = observation_distributions(arrays, inputs, spec)["y"]
+        response = np.array(distribution.sample(jax.random.PRNGKey(seed)), np.float64)
+        prob = None if irt == "grm" else np.asarray(distribution.mean, np.float64)
+    return response, prob

@@ -188,7 +188,8 @@ def bench_classical(folder: str, repeats: int, adam_problems: int = 2) -> None:
 
 
 def bench_bayes(folder: str) -> None:
-    from bayes_align.aggregated import AggregatedData, fit_aggregated
+    from bayes_align import fit_aggregated
+    from bayes_align.aggregated import AggregatedData
     from bayes_align.classical import optimize_temperature
 
     naep = load_naep(folder, "economics")

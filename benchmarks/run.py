@@ -217,7 +217,7 @@ class CompileTimer:
 
 
 def _default_chain_method(chains: int) -> str:
-    from bayes_align.inference import _default_chain_method as default
+    from bayes_align.infer.util import default_chain_method as default
 
     return default(chains)
 

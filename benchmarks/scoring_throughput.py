@@ -107,7 +107,7 @@ def main() -> None:
         out = []
         with torch.inference_mode():
             for request in requests:
-                encoded = lm.tokenizer(request.prompt, add_special_tokens=False, return_tensors="pt")
+                encoded = lm.tokenizer(request.prompt.text, add_special_tokens=False, return_tensors="pt")
                 logits = lm.model(**encoded).logits[0, -1]
                 out.append(logits[label_ids].float().numpy())
         return np.asarray(out)
@@ -144,7 +144,7 @@ def main() -> None:
         diff = None if share is None else np.abs(outputs[name, bs] - loop_logits).max()
         rows.append((name, bs, n, *best[name, bs], diff))
 
-    tokens = np.mean([len(lm.tokenizer(r.prompt, add_special_tokens=False)["input_ids"]) for r in requests])
+    tokens = np.mean([len(lm.tokenizer(r.prompt.text, add_special_tokens=False)["input_ids"]) for r in requests])
     print(
         f"\nModel {lm.name} ({lm.dtype}, {lm.device}), torch threads {args.threads}, "
         f"{len(items)} {source} items x {len(personas) if personas else 1} personas x "

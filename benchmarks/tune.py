@@ -67,11 +67,11 @@ def dense_study(name: str, mode: str, chains=4, draws=500, warmup=500) -> None:
     import jax
     from numpyro.infer import MCMC, NUTS, init_to_uniform
 
-    from bayes_align.models import ModelSpec, build_model_inputs, irt_model
+    from bayes_align.model.joint import irt_model
+    from benchmarks.workloads import model_kwargs
 
     wl = make_workload(name, mode)
-    spec = ModelSpec(irt="2pl", dif="normal")
-    inputs = build_model_inputs(wl.data, spec)
+    kwargs = model_kwargs(wl.data)
     print(f"## Mass matrix on {name} ({wl.shape}), {chains} x {warmup}+{draws}, vectorized")
     print()
     print("| mass matrix | wall s (incl. compile) | gradients | min bulk ESS | ESS/s | vs diagonal |")
@@ -83,7 +83,7 @@ def dense_study(name: str, mode: str, chains=4, draws=500, warmup=500) -> None:
         mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
                     chain_method="vectorized", progress_bar=False)
         t0 = time.perf_counter()
-        mcmc.run(jax.random.PRNGKey(1), inputs=inputs, spec=spec, extra_fields=("num_steps",))
+        mcmc.run(jax.random.PRNGKey(1), **kwargs, extra_fields=("num_steps",))
         s = mcmc.get_samples(group_by_chain=True)
         wall = time.perf_counter() - t0
         draws_ = {k: np.asarray(s[k]) for k in ("difficulty", "discrimination", "dif_shift")}
@@ -125,33 +125,32 @@ def svi_study(name: str, mode: str) -> None:
 def grad_study(name: str, mode: str, rounds: int = 10) -> None:
     """Time one jitted value-and-gradient of the potential (no sampler), one chain and
     four chains under ``jax.vmap`` (what ``chain_method="vectorized"`` evaluates), for the
-    model as it is and with ``jax.nn.softplus`` in place of ``models.softplus``.
+    model as it is and with ``jax.nn.softplus`` in place of ``model.irt.softplus``.
     Variants are timed round-robin, best of ``rounds``, so load drift hits all alike."""
     import jax
     import jax.numpy as jnp
     from numpyro.infer.util import initialize_model
 
-    from bayes_align import models
-    from bayes_align.models import ModelSpec, build_model_inputs, irt_model
+    from bayes_align.model import distributions
+    from bayes_align.model.joint import irt_model
+    from benchmarks.workloads import model_kwargs
 
     wl = make_workload(name, mode)
     fns = {}
-    fast = models.softplus
-    for label, softplus in (("models.softplus", fast), ("jax.nn.softplus", jax.nn.softplus)):
-        models.softplus = softplus
-        jax.clear_caches()  # observation_log_likelihood is jitted: retrace it
+    fast = distributions.softplus
+    for label, softplus in (("irt.softplus", fast), ("jax.nn.softplus", jax.nn.softplus)):
+        distributions.softplus = softplus
+        jax.clear_caches()
         for irt in ("2pl", "1pl"):
-            spec = ModelSpec(irt=irt, dif="normal")
-            inputs = build_model_inputs(wl.data, spec)
             info = initialize_model(jax.random.PRNGKey(0), irt_model,
-                                    model_kwargs={"inputs": inputs, "spec": spec})
+                                    model_kwargs=model_kwargs(wl.data, irt))
             pe, x1 = info.potential_fn, info.param_info.z
             x4 = jax.tree.map(lambda v: jnp.stack([v + 0.01 * i for i in range(4)]), x1)
             g1 = jax.jit(jax.value_and_grad(pe))
             g4 = jax.jit(jax.vmap(jax.value_and_grad(pe)))
             jax.block_until_ready((g1(x1), g4(x4)))  # compile now, with this softplus
             fns[(irt, label)] = (g1, x1, g4, x4)
-    models.softplus = fast
+    distributions.softplus = fast
     best = {k: [float("inf"), float("inf")] for k in fns}
     for _ in range(rounds):
         for k, (g1, x1, g4, x4) in fns.items():

@@ -138,3 +138,15 @@ def make_workload(name: str, mode: str = "full", seed: int = 0) -> Workload:
         )
         return Workload(name, desc, data, truth)
     raise ValueError(f"unknown workload {name!r}; expected W1, W2 or W3")
+
+
+def model_kwargs(data, irt: str = "2pl", dif: str = "normal") -> dict:
+    """Keyword arguments of ``bayes_align.model.joint.irt_model`` for ``data`` (the studies
+    that drive NumPyro on the model directly)."""
+    from bayes_align.combined import as_combined
+    from bayes_align.model.inputs import build_model_inputs
+    from bayes_align.model.spec import ModelSpec, Priors
+
+    spec, priors = ModelSpec(irt=irt, dif=dif), Priors()
+    return {"inputs": build_model_inputs(as_combined(data), spec, priors), "spec": spec,
+            "priors": priors}

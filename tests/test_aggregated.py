@@ -7,25 +7,29 @@ import pandas as pd
 import pytest
 from scipy import integrate, special, stats
 
-from bayes_align.aggregated import AggregatedData, fit_aggregated, gauss_hermite, marginal_log_prob
+from bayes_align import fit_aggregated
+from bayes_align.aggregated import AggregatedData
+from bayes_align.model.irt import binary_log_probs, gauss_hermite, marginal_log_probs
 
 
 def test_gauss_hermite_marginal_matches_numerical_integral():
-    """sum_q w_q sigmoid(a (mu + sigma x_q - b)) = E[sigmoid(a (theta - b))], theta ~ N(mu, sigma)."""
+    """sum_q w_q P(k | mu + sigma x_q) = E[P(k | theta)], theta ~ N(mu, sigma), with the 3PL floor."""
     nodes, weights = gauss_hermite(21)
     np.testing.assert_allclose(weights.sum(), 1.0)
     offsets = np.array([-2.0, 0.3, 1.5])  # mu - b - shift
     a = np.array([0.7, 1.3, 1.2])
     sd = np.array([1.0, 0.5, 1.5])  # a * sd <= 2: 21 nodes are accurate to ~4e-6
     c = np.array([0.2, 0.25, 0.1])
-    log_p, log_q = marginal_log_prob(offsets, a, sd, nodes, np.log(weights), c)
+    eta = a[:, None] * (offsets[:, None] + sd[:, None] * nodes[None, :])
+    log_q, log_p = binary_log_probs(eta, c[:, None])
+    marginal = np.exp(marginal_log_probs(np.stack([log_q, log_p], axis=-1), np.log(weights)))
     for r in range(3):
         exact, _ = integrate.quad(
             lambda t, r=r: special.expit(a[r] * (offsets[r] + t)) * stats.norm.pdf(t, 0, sd[r]), -12, 12
         )
         exact = c[r] + (1 - c[r]) * exact
-        np.testing.assert_allclose(np.exp(log_p[r]), exact, atol=1e-5)
-        np.testing.assert_allclose(np.exp(log_q[r]), 1 - exact, atol=1e-5)
+        np.testing.assert_allclose(marginal[r, 1], exact, atol=1e-5)
+        np.testing.assert_allclose(marginal[r, 0], 1 - exact, atol=1e-5)
 
 
 def test_validation_names_offending_rows():
@@ -112,7 +116,10 @@ def test_model_variants_trace_with_published_item_prior():
     """3PL with an informative (NAEP-style) item prior and free focal sds: sites and shapes."""
     from numpyro import handlers
 
-    from bayes_align.aggregated import _model_kwargs, aggregated_model
+    from bayes_align.combined import as_combined
+    from bayes_align.model.inputs import build_model_inputs
+    from bayes_align.model.joint import irt_model
+    from bayes_align.model.spec import ModelSpec, Priors
 
     data, *_ = _simulate()
     prior = {
@@ -125,12 +132,15 @@ def test_model_variants_trace_with_published_item_prior():
         n_total=data.n_total, items=data.items, groups=data.groups,
         reference_group=data.reference_group, item_prior=prior,
     )
-    kwargs = _model_kwargs(data, irt="3pl", focal_sd=None, n_nodes=21, prior_sd=0.25)
-    trace = handlers.trace(handlers.seed(aggregated_model, 0)).get_trace(**kwargs)
+    spec = ModelSpec(irt="3pl", aggregated_sd=None)
+    inputs = build_model_inputs(as_combined(data), spec, Priors())
+    trace = handlers.trace(handlers.seed(irt_model, 0)).get_trace(inputs=inputs, spec=spec, priors=Priors())
     assert trace["difficulty"]["fn"].base_dist.loc[1] == 0.5
+    assert trace["difficulty"]["fn"].base_dist.scale[1] == 0.25
     assert trace["difficulty"]["fn"].base_dist.scale[0] == 2.0  # no published value
     assert trace["guessing"]["value"].shape == (30,)
     assert trace["sigma_focal"]["value"].shape == (2,)
     assert trace["dif_shift"]["value"].shape == (2, 30)
     np.testing.assert_allclose(trace["dif_shift"]["value"].sum(axis=1), 0.0, atol=1e-5)
-    assert np.isfinite(trace["y"]["fn"].log_prob(trace["y"]["value"])).all()
+    assert np.isfinite(trace["counts"]["fn"].log_prob(trace["counts"]["value"])).all()
+    assert "z" not in trace and "theta" not in trace  # no persons

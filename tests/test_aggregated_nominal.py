@@ -9,14 +9,13 @@ import pandas as pd
 import pytest
 from scipy import special
 
-from bayes_align.aggregated import (
-    AggregatedData,
-    _model_kwargs,
-    fit_aggregated,
-    gauss_hermite,
-    nominal_row_log_likelihood,
-    row_log_likelihood,
-)
+from bayes_align import fit_aggregated
+from bayes_align.aggregated import AggregatedData
+from bayes_align.combined import as_combined
+from bayes_align.model.inputs import build_model_inputs
+from bayes_align.model.irt import gauss_hermite
+from bayes_align.model.joint import irt_model, pointwise_log_likelihood, row_category_log_probs
+from bayes_align.model.spec import ModelSpec, Priors
 
 GROUPS = {"human": 0.0, "high": 0.8, "low": -0.8, "odd": 0.3}  # group means
 N_ITEMS = 30
@@ -84,22 +83,16 @@ def simulate_nominal(seed: int = 3, n: float = 4000.0):
 # ----------------------------------------------------------------------------- exactness
 
 
+def _nominal_inputs(data: AggregatedData, n_nodes: int = 21, likelihood: str = "nominal"):
+    spec = ModelSpec(irt="2pl", likelihood=likelihood, distractor_slopes=True, n_nodes=n_nodes)
+    return build_model_inputs(as_combined(data), spec, Priors(), np.float64), spec
+
+
 def _one_hot_log_probs(params, data: AggregatedData, n_nodes: int = 21) -> np.ndarray:
-    """``log P_gik`` per row and option: the nominal row log-likelihood of one-hot counts."""
-    kw = _model_kwargs(data, "2pl", 1.0, n_nodes, 0.25, "nominal")
-    nodes, weights = gauss_hermite(n_nodes)
-    k_max = kw["option_valid"].shape[1]
-    out = np.full((data.n_rows, k_max), np.nan)
-    for k in range(k_max):
-        counts = np.zeros((data.n_rows, k_max))
-        counts[:, k] = 1.0
-        ll = nominal_row_log_likelihood(
-            params, jnp.asarray(kw["item_idx"]), jnp.asarray(kw["group_idx"]), jnp.asarray(counts), 0.0,
-            jnp.asarray(kw["focal_row"]), jnp.asarray(kw["option_valid"]), jnp.asarray(kw["option_is_key"]),
-            jnp.asarray(nodes), jnp.asarray(np.log(weights)),
-        )
-        out[:, k] = np.where(kw["option_valid"][data.item_idx, k], np.asarray(ll), np.nan)
-    return out
+    """``log P_gik`` per row and option (NaN at options an item does not have)."""
+    inputs, spec = _nominal_inputs(data, n_nodes)
+    log_p = np.asarray(row_category_log_probs(params, inputs, spec))
+    return np.where(np.arange(log_p.shape[1])[None, :] < data.n_options[data.item_idx][:, None], log_p, np.nan)
 
 
 def test_nominal_option_probabilities_match_direct_computation():
@@ -150,21 +143,18 @@ def test_two_option_nominal_equals_binary_exactly():
     (coefficient included), and the two models have the same sites and the same density."""
     from numpyro import handlers
 
-    from bayes_align.aggregated import aggregated_model
-
     data = _two_option_data()
-    binary = _model_kwargs(data, "2pl", 1.0, 21, 0.25)
-    nominal = _model_kwargs(data, "2pl", 1.0, 21, 0.25, "nominal")
-    np.testing.assert_allclose(nominal["log_coef"], binary["log_coef"], rtol=1e-12)
     with jax.enable_x64(True):
-        traces = {}
-        for name, kw in (("binary", binary), ("nominal", nominal)):
-            traces[name] = handlers.trace(handlers.seed(aggregated_model, 7)).get_trace(**kw)
+        traces, inputs = {}, {}
+        for name in ("binary", "nominal"):
+            inputs[name], spec = _nominal_inputs(data, likelihood=name)
+            traces[name] = handlers.trace(handlers.seed(irt_model, 7)).get_trace(
+                inputs=inputs[name], spec=spec, priors=Priors())
         assert {k for k, v in traces["binary"].items() if v["type"] == "sample"} == {
             k for k, v in traces["nominal"].items() if v["type"] == "sample"
         }
-        factor = {k: float(t["y"]["fn"].log_prob(t["y"]["value"]).sum()) for k, t in traces.items()}
-        assert factor["nominal"] == pytest.approx(factor["binary"], rel=1e-12)
+        site = {k: float(t["counts"]["fn"].log_prob(t["counts"]["value"]).sum()) for k, t in traces.items()}
+        assert site["nominal"] == pytest.approx(site["binary"], rel=1e-12)
         # full row log-likelihoods (stored for LOO) at a draw with DIF and discriminations
         rng = np.random.default_rng(1)
         params = {
@@ -173,22 +163,20 @@ def test_two_option_nominal_equals_binary_exactly():
             "dif_shift": jnp.asarray(rng.normal(0, 0.7, (2, data.n_items))),
             "group_mean": jnp.asarray([0.0, 0.4, -0.6]),
             "group_sd": jnp.asarray([1.0, 1.0, 0.5]),
-            "distractor_intercept": jnp.zeros((data.n_items, 2)),
         }
-        nodes, weights = gauss_hermite(21)
-        common = {n: jnp.asarray(binary[n]) for n in ("item_idx", "group_idx", "focal_row")}
-        grid = {"nodes": jnp.asarray(nodes), "log_weights": jnp.asarray(np.log(weights))}
-        ll_binary = row_log_likelihood(
-            params, n_correct=jnp.asarray(binary["n_correct"]), n_total=jnp.asarray(binary["n_total"]),
-            log_coef=jnp.asarray(binary["log_coef"]), **common, **grid,
-        )
-        ll_nominal = nominal_row_log_likelihood(
-            params, option_counts=jnp.asarray(nominal["option_counts"]),
-            log_coef=jnp.asarray(nominal["log_coef"]), option_valid=jnp.asarray(nominal["option_valid"]),
-            option_is_key=jnp.asarray(nominal["option_is_key"]), **common, **grid,
-        )
-    assert np.isfinite(ll_binary).all()
-    np.testing.assert_allclose(np.asarray(ll_nominal), np.asarray(ll_binary), rtol=1e-12, atol=1e-9)
+        spec = ModelSpec(irt="2pl")
+        ll = {name: np.asarray(pointwise_log_likelihood(params, inputs[name], spec)) for name in inputs}
+    # the binomial row by hand: C(n, k) p^k (1 - p)^(n - k) with the quadrature P
+    nodes, weights = gauss_hermite(21)
+    g, i = data.group_idx, data.item_idx
+    shift = np.vstack([np.zeros(data.n_items), np.asarray(params["dif_shift"])])[g, i]
+    theta = np.asarray(params["group_mean"])[g][:, None] + np.asarray(params["group_sd"])[g][:, None] * nodes
+    a = np.asarray(params["discrimination"])[i][:, None]
+    p = (special.expit(a * (theta - np.asarray(params["difficulty"])[i][:, None] - shift[:, None])) * weights).sum(1)
+    k, n = data.n_correct, data.n_total
+    expected = special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1) + k * np.log(p) + (n - k) * np.log1p(-p)
+    np.testing.assert_allclose(ll["binary"], expected, rtol=1e-9)
+    np.testing.assert_allclose(ll["nominal"], ll["binary"], rtol=1e-12, atol=1e-9)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -235,7 +223,7 @@ def test_option_count_errors():
             n_total=data.n_total, items=data.items, groups=data.groups, reference_group="human",
             option_counts=data.option_counts, key=data.key,
         )
-    with pytest.raises(ValueError, match="need key"):
+    with pytest.raises(ValueError, match="without a key, n_total must be"):
         AggregatedData(
             item_idx=data.item_idx, group_idx=data.group_idx, n_correct=data.n_correct,
             n_total=data.n_total, items=data.items, groups=data.groups, reference_group="human",
@@ -243,12 +231,18 @@ def test_option_count_errors():
         )
     key_only = AggregatedData.from_frame(data.to_frame())
     assert not key_only.has_options
-    with pytest.raises(ValueError, match=r"needs option counts.*option_columns=.*option_counts=True"):
+    with pytest.raises(ValueError, match=r"needs option counts"):
         fit_aggregated(key_only, likelihood="nominal")
     with pytest.raises(ValueError, match="supports irt='1pl' or '2pl'"):
         fit_aggregated(data, likelihood="nominal", irt="3pl")
     with pytest.raises(ValueError, match="likelihood must be one of"):
         fit_aggregated(data, likelihood="multinomial")
+    keyless = AggregatedData.from_frame(_frame(), option_columns=cols, key=None)
+    assert not keyless.has_key and np.isnan(keyless.n_correct).all()
+    with pytest.raises(ValueError, match="opinion items without a key are fitted with model='grm'"):
+        fit_aggregated(keyless, likelihood="nominal")
+    with pytest.raises(ValueError, match="no key"):
+        fit_aggregated(keyless)
 
 
 # ------------------------------------------------------------------------------ recovery

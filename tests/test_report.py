@@ -1,4 +1,5 @@
-"""The HTML report: built from a small synthetic posterior (no sampling), opened in Chromium."""
+"""The HTML report of a person-level, an aggregated and a mixed fit (tiny fits), its CLI,
+and the page opened in headless Chromium."""
 
 from __future__ import annotations
 
@@ -7,122 +8,141 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_align.alignment import alignment, compare_alignment
-from bayes_align.data import ResponseData
-from bayes_align.diagnostics import check_convergence
-from bayes_align.dif import dif_screen, mantel_haenszel
+import bayes_align as ba
 from bayes_align.report import (
-    VariantAnalysis,
+    Classical,
+    analyse,
+    classical_numbers,
     dif_with_mantel_haenszel,
     divergent_items,
     figure_data_uri,
     render_report,
 )
 
-GROUPS = ("human:F", "human:M", "lm:toy")
-ITEMS = tuple(f"i{k}" for k in range(6))
+GROUPS = ("human", "lm_a", "lm_b")
+# the tiny SVI fits stop before their convergence test is met, which does not matter here
+pytestmark = pytest.mark.filterwarnings("ignore:SVI did not converge")
 
 
-def _toy_data(seed: int = 0) -> ResponseData:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for g, group in enumerate(GROUPS):
-        for p in range(15):
-            theta = rng.normal()
-            for k, item in enumerate(ITEMS):
-                eta = theta - (k - 2.5) / 2 + (0.8 if (g == 2 and k == 0) else 0.0)
-                y = int(rng.random() < 1 / (1 + np.exp(eta - 0.5))) + int(
-                    rng.random() < 1 / (1 + np.exp(eta + 0.5))
-                )
-                rows.append((f"{group}-{p}", item, group, y))
-    frame = pd.DataFrame(rows, columns=["person", "item", "group", "response"])
-    return ResponseData.from_long(frame, reference_group="human:F", kind="ordinal")
-
-
-def _toy_idata(data: ResponseData, seed: int = 1) -> az.InferenceData:
-    """A posterior with the DESIGN.md names and dims (GRM), drawn around fixed values."""
-    rng = np.random.default_rng(seed)
-    chains, draws = 2, 100
-    n_items, focal = len(data.items), data.focal_groups
-    shape = (chains, draws)
-    shift_mean = np.zeros((len(focal), n_items))
-    shift_mean[-1, 0] = 0.9
-    steps = np.sort(rng.normal(0, 0.1, (*shape, n_items, 2)) + np.array([-0.7, 0.7]), axis=-1)
-    posterior = {
-        "difficulty": np.linspace(-1.5, 1.5, n_items) + 0.1 * rng.normal(size=(*shape, n_items)),
-        "discrimination": np.exp(0.05 * rng.normal(size=(*shape, n_items))),
-        "step": steps - steps.mean(axis=-1, keepdims=True),
-        "dif_shift": shift_mean + 0.15 * rng.normal(size=(*shape, len(focal), n_items)),
-        "dif_scale": np.abs(0.3 + 0.05 * rng.normal(size=(*shape, len(focal)))),
-        "group_mean": np.concatenate(
-            [np.zeros((*shape, 1)), 0.1 * rng.normal(size=(*shape, len(focal)))], axis=-1
-        ),
-        "group_sd": np.ones((*shape, len(data.groups))),
-        "theta": rng.normal(size=(*shape, len(data.persons))),
-    }
-    idata = az.from_dict(
-        posterior=posterior,
-        sample_stats={"diverging": np.zeros(shape, dtype=bool)},
-        coords={
-            "item": list(data.items),
-            "focal_group": list(focal),
-            "group": list(data.groups),
-            "person": list(data.persons),
-            "cutpoint": [0, 1],
-        },
-        dims={
-            "difficulty": ["item"],
-            "discrimination": ["item"],
-            "step": ["item", "cutpoint"],
-            "dif_shift": ["focal_group", "item"],
-            "dif_scale": ["focal_group"],
-            "group_mean": ["group"],
-            "group_sd": ["group"],
-            "theta": ["person"],
-        },
-    )
-    idata.attrs.update(
-        {"reference_group": "human:F", "model_spec": '{"irt": "grm"}', "method": "nuts"}
-    )
-    return idata
+def _figures(page: str) -> set[str]:
+    return set(re.findall(r'<figure id="fig-([a-z]+)-', page))
 
 
 @pytest.fixture(scope="module")
-def analysis() -> VariantAnalysis:
-    data = _toy_data()
-    idata = _toy_idata(data)
-    naive = pd.DataFrame(
-        {"group": list(data.focal_groups), "pearson": [0.8, 0.5], "spearman": [0.7, 0.4]}
-    )
-    dif = dif_with_mantel_haenszel(dif_screen(idata, scale="logit"), mantel_haenszel(data))
-    return VariantAnalysis(
-        name="ordinal",
-        data=data,
-        idata=idata,
-        alignment=alignment(idata),
-        comparison=compare_alignment(idata),
-        naive=naive,
-        dif=dif,
-        diagnostics=check_convergence(idata, warn=False),
-    )
+def responses() -> ba.ResponseData:
+    data, _ = ba.simulate(n_persons=90, n_items=8, groups=GROUPS, n_dif_items=2, irt="2pl", seed=0)
+    return data
 
 
-def test_dif_with_mantel_haenszel_adds_classical_columns(analysis):
-    dif = analysis.dif
+def _counts(frame: pd.DataFrame) -> pd.DataFrame:
+    return (frame.groupby(["item", "group"], sort=False)["response"]
+            .agg(n_correct="sum", n_total="size").reset_index())
+
+
+@pytest.fixture(scope="module")
+def person_fit(responses):
+    return ba.fit(responses, model="2pl", method="svi", draws=100, max_steps=800,
+                  progress_bar=False, seed=0)
+
+
+@pytest.fixture(scope="module")
+def aggregated_fit(responses):
+    rows = ba.AggregatedData.from_frame(_counts(responses.to_frame()), reference_group="human")
+    return ba.fit(rows, model="1pl", method="svi", draws=100, max_steps=800,
+                  progress_bar=False, seed=0)
+
+
+@pytest.fixture(scope="module")
+def mixed_fit(responses):
+    """The reference as persons, the two LM groups as counts; NUTS."""
+    frame = responses.to_frame()
+    persons = ba.ResponseData.from_long(frame[frame["group"] == "human"], reference_group="human")
+    rows = ba.AggregatedData.from_frame(_counts(frame[frame["group"] != "human"]),
+                                        reference_group=None)
+    return ba.fit(ba.combine(persons, rows), model="2pl", method="nuts", chains=2, draws=60,
+                  warmup=60, progress_bar=False, seed=0, check=False)
+
+
+@pytest.fixture(scope="module")
+def classical(responses) -> Classical:
+    return classical_numbers(responses, model="2pl")
+
+
+def test_person_level_svi_report(person_fit, classical):
+    analysis = analyse(person_fit, "persons", classical=classical)
+    assert "posterior_predictive" not in person_fit.idata.groups()  # the caller's fit is untouched
+    page = render_report([analysis])
+    assert {"alignment", "compare", "dif", "curves", "ppc", "loss"} <= _figures(page)
+    assert "trace" not in _figures(page) and analysis.diagnostics is None
+    assert "Approximate posterior" in page and "SVI" in page
+    assert "Mantel-Haenszel" in page and "<th>classical</th>" in page
+    # every (group, item) cell of the data is in the predictive check, weighted by persons
+    table = analysis.predictive
+    assert len(table) == 3 * 8 and np.allclose(table["n"], 30)
+    frame = person_fit.data  # observed means recomputed from the data
+    for _, row in table.sample(4, random_state=0).iterrows():
+        g, i = frame.groups.index(row["group"]), frame.items.index(row["item"])
+        mask = (frame.group_idx == g) & (frame.item_idx == i)
+        assert row["observed"] == pytest.approx(frame.response[mask].mean())
+
+
+def test_aggregated_report(aggregated_fit):
+    assert aggregated_fit.idata.attrs["kind"] == "aggregated"
+    analysis = analyse(aggregated_fit, "aggregated")
+    page = render_report([analysis])
+    assert {"alignment", "compare", "dif", "curves", "ppc"} <= _figures(page)
+    assert "(aggregated)" in page and "No classical numbers were given" in page
+    table = analysis.predictive
+    assert len(table) == 3 * 8 and np.allclose(table["n"], 30)  # weighted by the row totals
+    rows = aggregated_fit.data
+    shares = rows.n_correct / rows.n_total
+    observed = table.set_index(["group", "item"])["observed"]
+    for r in range(rows.n_rows):
+        key = (rows.groups[rows.row_group[r]], rows.items[rows.row_item[r]])
+        assert observed[key] == pytest.approx(shares[r])
+
+
+def test_mixed_nuts_report(mixed_fit, classical):
+    assert mixed_fit.idata.attrs["kind"] == "mixed"
+    analysis = analyse(mixed_fit, "mixed", classical=classical)
+    page = render_report([analysis], commands=["bayes-align report fit.nc --out r.html"],
+                         timings={"fit": 1.0})
+    assert {"alignment", "compare", "dif", "curves", "ppc", "trace", "rank"} <= _figures(page)
+    assert "R-hat: max" in page and "Divergences:" in page
+    assert "(persons)" in page and "(aggregated)" in page
+    assert "bayes-align report fit.nc --out r.html" in page and "numpyro" in page
+    # the model fits data simulated from it: most item means inside their 90% interval
+    assert analysis.predictive["inside"].mean() >= 0.8
+    assert analysis.predictive.attrs["draws"] == 120
+
+
+def test_render_report_refuses_bad_input(person_fit):
+    with pytest.raises(ValueError, match="at least one"):
+        render_report([])
+    analysis = analyse(person_fit, "same")
+    with pytest.raises(ValueError, match="unique"):
+        render_report([analysis, analysis])
+
+
+def test_dif_with_mantel_haenszel_adds_classical_columns(person_fit, classical):
+    dif = dif_with_mantel_haenszel(ba.dif_screen(person_fit, scale="logit"),
+                                   classical.mantel_haenszel)
     assert {"mh_log_odds_ratio", "mh_delta", "mh_category"} <= set(dif.columns)
-    assert len(dif) == len(ITEMS) * 2
+    assert len(dif) == 8 * 2 and dif["mh_log_odds_ratio"].notna().all()
     with pytest.raises(ValueError, match="lacks the columns"):
         dif_with_mantel_haenszel(dif, pd.DataFrame({"item": [], "group": []}))
 
 
-def test_divergent_items_ranks_by_absolute_shift(analysis):
-    assert divergent_items(analysis.dif, ["lm:toy"], n=1) == ["i0"]
-    assert divergent_items(analysis.dif, ["nobody"]) == []
+def test_divergent_items_ranks_by_absolute_shift():
+    dif = pd.DataFrame({"item": ["a", "b", "a", "b"], "group": ["g", "g", "h", "h"],
+                        "mean": [0.1, -0.9, 0.5, 0.2]})
+    assert divergent_items(dif, ["g"], n=1) == ["b"]
+    assert divergent_items(dif, ["h"], n=2) == ["a", "b"]
+    assert divergent_items(dif, ["nobody"]) == []
 
 
 def test_figure_data_uri_is_png():
@@ -130,35 +150,76 @@ def test_figure_data_uri_is_png():
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
-    uri = figure_data_uri(fig)
-    assert uri.startswith("data:image/png;base64,iVBORw0KGgo")
+    assert figure_data_uri(fig).startswith("data:image/png;base64,iVBORw0KGgo")
 
 
-def test_render_report_contents(analysis):
-    html = render_report([analysis], commands=["bayes-align demo --out x"], timings={"fit": 1.0})
-    for fig_id in ("data", "alignment", "compare", "dif", "curves"):
-        assert f'id="fig-{fig_id}-ordinal"' in html
-    assert html.count("data:image/png;base64,") == 5
-    assert "Mantel-Haenszel" in html and "R-hat" in html and "Divergences: 0" in html
-    assert "bayes-align demo --out x" in html
-    assert "numpyro" in html  # versions listed
-    with pytest.raises(ValueError, match="at least one"):
-        render_report([])
+def test_classical_numbers_need_a_focal_group(responses):
+    only_reference = responses.subset_groups(["human"])
+    with pytest.raises(ValueError, match="only the reference group"):
+        classical_numbers(only_reference)
 
 
+# ------------------------------------------------------------------------------ the CLI
+def test_report_command(mixed_fit, responses, tmp_path: Path, capsys):
+    from bayes_align.cli import main
+
+    fit_file = mixed_fit.to_netcdf(tmp_path / "mixed.nc")
+    csv = tmp_path / "responses.csv"
+    responses.to_frame().to_csv(csv, index=False)
+    out = tmp_path / "report.html"
+    assert main(["report", str(fit_file), "--responses", str(csv), "--out", str(out),
+                 "--draws", "50"]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert {"alignment", "dif", "ppc", "trace", "rank"} <= _figures(page)
+    assert "<th>classical</th>" in page and "Mantel-Haenszel" in page
+    capsys.readouterr()
+
+    assert main(["report", str(fit_file), "--out", str(out)]) == 2  # exists, no --overwrite
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("bayes-align: error:") and "--overwrite" in error
+    assert len(error.splitlines()) == 1
+    assert out.read_text(encoding="utf-8") == page  # never a lost file
+
+    strangers = responses.to_frame().astype({"group": str})
+    strangers["group"] = strangers["group"].replace("lm_b", "lm_z")
+    strangers.to_csv(csv, index=False)
+    assert main(["report", str(fit_file), "--responses", str(csv), "--out",
+                 str(tmp_path / "other.html")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "'lm_z'" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "other.html").exists()
+
+
+@pytest.mark.parametrize("which", ["person_fit", "aggregated_fit"])
+def test_report_command_on_person_level_and_aggregated_fits(which, request, tmp_path: Path):
+    from bayes_align.cli import main
+
+    fit = request.getfixturevalue(which)
+    fit_file = fit.to_netcdf(tmp_path / f"{which}.nc")
+    out = tmp_path / "report.html"
+    assert main(["report", str(fit_file), "--out", str(out), "--draws", "50"]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert {"alignment", "compare", "dif", "ppc", "loss"} <= _figures(page)
+    assert "Approximate posterior" in page
+    kind = "aggregated" if which == "aggregated_fit" else "persons"
+    assert f"({kind})" in page
+
+
+# ------------------------------------------------------------------------------ Chromium
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_report_opens_in_headless_chromium(analysis, tmp_path: Path):
+def test_report_opens_in_headless_chromium(mixed_fit, classical, tmp_path: Path):
     browser = _chromium()
     if browser is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     page = tmp_path / "report.html"
-    page.write_text(render_report([analysis]), encoding="utf-8")
+    page.write_text(render_report([analyse(mixed_fit, "mixed", classical=classical)]),
+                    encoding="utf-8")
     dom = render_in_chromium(browser, page, tmp_path / "profile")
     n_images = len(re.findall(r"<img ", dom))
-    assert n_images == 5
+    assert n_images == 7  # alignment, compare, dif, curves, ppc, trace, rank
     assert f'data-figures-loaded="{n_images}"' in dom
 
 

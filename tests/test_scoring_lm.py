@@ -181,6 +181,7 @@ def test_cli_score_writes_parquet(lm, tmp_path, monkeypatch):
     from bayes_align.cli import main
 
     monkeypatch.setattr(scoring, "load_lm", lambda path: lm)
+    monkeypatch.setattr(scoring, "load_backend", lambda path: lm)
     items = tmp_path / "items.jsonl"
     items.write_text(pd.DataFrame(
         [{"item_id": "short", "stem": "2 + 2 = ?", "options": ["4", "5"], "correct_option_index": 0}]
@@ -202,3 +203,18 @@ def test_naep_economics_all_items(lm, naep_dir):
     matrix = np.stack(probs["probs"].map(np.asarray).to_numpy())
     np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-9)
     assert scores["label_mass"].min() > 0.1  # the model does answer with a letter
+
+
+@pytest.mark.parametrize("method", ["sequence", "verbalized"])
+def test_sequence_and_verbalized_through_the_transformers_backend(lm, method, tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    kwargs = dict(method=method, n_samples=6, temperature=0.0, max_tokens=24, progress=False)
+    scores = score(lm, ITEMS[:1], cache=cache, **kwargs)
+    assert len(scores) == 4 and scores["completion"].map(len).gt(0).all()
+    assert sum(scores.attrs["parse_status_counts"].values()) == 4
+    parsed = scores["parse_status"] != "failed"
+    np.testing.assert_allclose(np.stack(scores.loc[parsed, "probs"]).sum(axis=1), 1.0)
+    again = score(lm, ITEMS[:1], cache=cache, **kwargs)  # greedy and cached: the same answers
+    assert (again["completion"] == scores["completion"]).all()
+    sampled = score(lm, ITEMS[:1], **{**kwargs, "temperature": 1.0, "seed": 1})
+    assert set(sampled["cache_key"]).isdisjoint(scores["cache_key"])

@@ -13,12 +13,15 @@ correlation.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bayes_align.files import atomic_path, check_output_folder, write_frame
+
+CLASSICAL_FIGURES = ("ctt_correlation.png", "theta0_correlation.png", "kl.png", "temperature.png")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,6 +81,11 @@ def _run_classical(args: argparse.Namespace) -> int:
     )
     from bayes_align.naep import load_naep
 
+    if args.out is not None:
+        check_output_folder(
+            args.out, ("classical.csv", *CLASSICAL_FIGURES), inputs=[args.data],
+            overwrite=args.overwrite,
+        )  # fmt: skip
     start = time.perf_counter()
     naep = load_naep(args.data, subjects=args.subject)
     table = classical_table(naep)
@@ -93,8 +101,7 @@ def _run_classical(args: argparse.Namespace) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out / "classical.csv", index=False)
+        write_frame(table, args.out / "classical.csv")
         figures = {
             "ctt_correlation.png": lambda: plot_correlation_heatmap(
                 table, "ctt_r", title="CTT: human facility vs LM key probability (T*); * p < 0.05"
@@ -114,7 +121,8 @@ def _run_classical(args: argparse.Namespace) -> int:
                     continue
             ax = draw()
             ax.figure.tight_layout()
-            ax.figure.savefig(args.out / name, dpi=120)
+            with atomic_path(args.out / name) as temporary:
+                ax.figure.savefig(temporary, dpi=120)
             plt.close(ax.figure)
             written += 1
         print(f"wrote {args.out / 'classical.csv'} and {written} figures")
@@ -139,27 +147,27 @@ def _run_naep_alignment(args: argparse.Namespace) -> int:
     from bayes_align.naep import load_naep
     from bayes_align.naep_alignment import naep_alignment
 
+    if args.likelihood == "nominal" and args.irt == "3pl":
+        raise ValueError("--likelihood nominal supports --irt 1pl or 2pl")
+    for name, value in (("--human-n", args.human_n), ("--model-n", args.model_n)):
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive effective sample size, got {value}")
+    if args.out is not None:
+        check_output_folder(
+            args.out, ("naep_alignment.csv",), inputs=[args.data], overwrite=args.overwrite
+        )
     naep = load_naep(args.data, subjects=args.subject)
     subset = None if args.grade is None else f"{args.subject}-{args.grade}"
     if subset is None and naep.n_subsets != 1:
-        print(
-            f"error: subject {args.subject!r} has subsets {list(naep.subsets)}; pass --grade",
-            file=sys.stderr,
+        raise ValueError(
+            f"subject {args.subject!r} has subsets {list(naep.subsets)}; pass --grade"
         )
-        return 2
-    if args.likelihood == "nominal" and args.irt == "3pl":
-        print("error: --likelihood nominal supports --irt 1pl or 2pl", file=sys.stderr)
-        return 2
     start, cpu = time.perf_counter(), time.process_time()
-    try:
-        result = naep_alignment(
-            naep, subset, human_n=args.human_n, model_n=args.model_n,
-            temperature=args.temperature, method=args.method, irt=args.irt,
-            likelihood=args.likelihood, seed=args.seed, progress_bar=True,
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = naep_alignment(
+        naep, subset, human_n=args.human_n, model_n=args.model_n,
+        temperature=args.temperature, method=args.method, irt=args.irt,
+        likelihood=args.likelihood, seed=args.seed, progress_bar=True,
+    )  # fmt: skip
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     ranking, data = result.ranking, result.data
     with pd.option_context("display.width", 200, "display.precision", 3):
@@ -171,7 +179,6 @@ def _run_naep_alignment(args: argparse.Namespace) -> int:
         f"alignment = posterior Pearson r of item difficulties (human vs LM), 90% interval"
     )
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        ranking.to_csv(args.out / "naep_alignment.csv", index=False)
+        write_frame(ranking, args.out / "naep_alignment.csv")
         print(f"wrote {args.out / 'naep_alignment.csv'}")
     return 0

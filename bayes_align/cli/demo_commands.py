@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bayes_align.files import check_output_folder
+
 from .fit_commands import declare_chain_devices
 
 __all__ = ["register"]
@@ -61,29 +63,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=default.warmup)
     parser.add_argument("--seed", type=int, default=default.seed)
     parser.add_argument(
-        "--lm-config", default=default.lm_config, help="LM configuration YAML for the scorer"
+        "--lm-config", default=default.lm_config,
+        help="LM configuration: a YAML file, or the name of a config shipped with the package "
+        f"(default {default.lm_config})",
+    )
+    parser.add_argument(
+        "--items", type=int, default=None, help="use only the first N VerbAgg items (quick checks)"
     )
     parser.add_argument("--progress", action="store_true", help="show NUTS progress bars")
     parser.set_defaults(handler=_run_demo)
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from bayes_align.demo import DemoConfig
+def demo_outputs(variants: tuple[str, ...]) -> tuple[str, ...]:
+    """The files ``run_demo`` writes in its folder (its cache folder is resumed, not replaced)."""
+    fits = ("fit.nc", *(f"fit-{variant}.nc" for variant in variants[1:]))
+    tables = ("alignment.csv", "dif.csv", "personas.csv", "lm_probabilities.csv", "lm_responses.csv")
+    return ("report.html", "config.json", *tables, *fits)
 
-    try:
-        config = DemoConfig(
-            n_personas=args.personas,
-            samples_per_persona=args.samples,
-            variants=args.variants,
-            chains=args.chains,
-            draws=args.draws,
-            warmup=args.warmup,
-            seed=args.seed,
-            lm_config=args.lm_config,
-        )
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from bayes_align.demo import DemoConfig, lm_config_path
+
+    config = DemoConfig(
+        n_personas=args.personas,
+        samples_per_persona=args.samples,
+        variants=args.variants,
+        chains=args.chains,
+        draws=args.draws,
+        warmup=args.warmup,
+        seed=args.seed,
+        lm_config=args.lm_config,
+        n_items=args.items,
+    )
+    check_output_folder(
+        args.out, demo_outputs(config.variants), inputs=[lm_config_path(config.lm_config)],
+        overwrite=args.overwrite,
+    )  # fmt: skip
     declare_chain_devices(config.chains)  # parallel chains; must happen before JAX starts
 
     from bayes_align.demo import run_demo

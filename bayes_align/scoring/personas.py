@@ -21,6 +21,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from .typed import ConfigError, from_mapping
+
 __all__ = ["Persona", "persona_grid", "personas_from_frame", "load_personas"]
 
 
@@ -104,8 +106,57 @@ def _check_unique(personas: list[Persona]) -> list[Persona]:
     return personas
 
 
+@dataclass(frozen=True)
+class _PersonaFile:
+    """The fields of a persona YAML (checked by :func:`~bayes_align.scoring.typed.from_mapping`)."""
+
+    template: str
+    grid: Any = None
+    table: str | None = None
+    id_column: str | None = None
+    id_format: str | None = None
+    personas: Any = None
+
+
+_SCALAR = (str, int, float, bool)
+
+
+def _check_persona_file(spec: _PersonaFile, where: str) -> None:
+    forms = [k for k in ("grid", "table", "personas") if getattr(spec, k) is not None]
+    if len(forms) != 1:
+        raise ConfigError(
+            f"{where}: needs exactly one of 'grid', 'table' or 'personas'; found {forms}."
+        )
+    if spec.grid is not None:
+        if not isinstance(spec.grid, Mapping) or not spec.grid:
+            raise ConfigError(f"{where}: field 'grid' must map attribute names to lists of values.")
+        for name, values in spec.grid.items():
+            if not isinstance(values, list) or not values or not all(
+                isinstance(v, _SCALAR) for v in values
+            ):
+                raise ConfigError(
+                    f"{where}: field 'grid.{name}' must be a non-empty list of values "
+                    f"(strings or numbers), got {values!r}."
+                )
+    if spec.personas is not None:
+        if not isinstance(spec.personas, list) or not spec.personas:
+            raise ConfigError(f"{where}: field 'personas' must be a non-empty list of mappings.")
+        for number, entry in enumerate(spec.personas, start=1):
+            if not isinstance(entry, Mapping) or not all(
+                isinstance(v, _SCALAR) for v in entry.values()
+            ):
+                raise ConfigError(
+                    f"{where}: field 'personas' entry {number} must map attribute names to "
+                    f"values (strings or numbers), got {entry!r}."
+                )
+    if spec.id_column is not None and spec.table is None:
+        raise ConfigError(f"{where}: field 'id_column' applies only to the 'table' form.")
+    if spec.id_format is not None and spec.grid is None:
+        raise ConfigError(f"{where}: field 'id_format' applies only to the 'grid' form.")
+
+
 def load_personas(source: str | Path | Mapping[str, Any]) -> list[Persona]:
-    """Personas from YAML (or the equivalent mapping).
+    """Personas from YAML (or the equivalent mapping); every field is type-checked.
 
     Grid form::
 
@@ -124,31 +175,28 @@ def load_personas(source: str | Path | Mapping[str, Any]) -> list[Persona]:
         personas: [{id: p1, name: Ann}, {id: p2, name: Bob}]
     """
     base = Path(".")
+    where = "Persona set <mapping>"
     if not isinstance(source, Mapping):
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"Persona file {path} does not exist.")
         base = path.parent
+        where = f"Persona file {path}"
         source = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(source, Mapping):
-            raise ValueError(f"{path} must hold a YAML mapping (template + grid/table/personas).")
-    template = source.get("template")
-    if not isinstance(template, str):
-        raise ValueError("The persona set needs a 'template' string, e.g. 'You are a {gender}.'")
-    forms = [k for k in ("grid", "table", "personas") if k in source]
-    if len(forms) != 1:
-        raise ValueError(
-            f"The persona set needs exactly one of 'grid', 'table' or 'personas'; found {forms}."
-        )
-    if "grid" in source:
-        return persona_grid(template, id_format=source.get("id_format"), **source["grid"])
-    if "table" in source:
-        table = Path(source["table"])
+            raise ConfigError(f"{where} must hold a YAML mapping (template + grid/table/personas).")
+    spec = from_mapping(_PersonaFile, source, where)
+    _check_persona_file(spec, where)
+    template = spec.template
+    if spec.grid is not None:
+        return persona_grid(template, id_format=spec.id_format, **spec.grid)
+    if spec.table is not None:
+        table = Path(spec.table)
         table = table if table.is_absolute() else base / table
         if not table.is_file():
-            raise ValueError(f"Persona table {table} does not exist.")
-        frame = pd.read_csv(table)
-        return personas_from_frame(frame, template, id_column=source.get("id_column"))
-    frame = pd.DataFrame(list(source["personas"]))
+            raise ValueError(f"{where}: persona table {table} does not exist.")
+        frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+        return personas_from_frame(frame, template, id_column=spec.id_column)
+    frame = pd.DataFrame(list(spec.personas))
     id_column = "id" if "id" in frame.columns else None
     return personas_from_frame(frame, template, id_column=id_column)

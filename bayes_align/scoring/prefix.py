@@ -103,8 +103,9 @@ def build_prefix_tree(sequences: Sequence[Sequence[int]]) -> PrefixTree:
 def cache_argument(model: Any) -> str:
     """Name of the key/value cache in the model's forward arguments and outputs:
     ``cache`` in transformers 5.x (which deprecates ``past_key_values`` for removal in
-    5.40), ``past_key_values`` before."""
-    return _cache_argument_of(type(model))
+    5.40), ``past_key_values`` before. A peft wrapper passes it on to its base model."""
+    base = getattr(model, "get_base_model", None)
+    return _cache_argument_of(type(base() if callable(base) else model))
 
 
 @functools.cache

@@ -27,45 +27,134 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["option_probabilities", "to_long_frame", "to_responses"]
+__all__ = ["option_probabilities", "option_table", "to_long_frame", "to_responses"]
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+def softmax_seen(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis; NaN entries (labels a server did not return) get
+    probability 0; a row with no finite entry stays NaN."""
+    z = np.where(np.isnan(x), -np.inf, x)
+    with np.errstate(invalid="ignore"):  # all -inf rows give NaN, as documented
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def _prompt_probabilities(part: pd.DataFrame, n_options: int, temperature: float) -> np.ndarray:
+    """``(rows, n_options)`` distribution of each prompt: softmax of the label logits at
+    ``temperature`` (logprobs rows), else the parsed ``probs`` (NaN rows: parse failed)."""
+    probs = np.full((len(part), n_options), np.nan)
+    has_logits = (
+        part["logits"].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).to_numpy()
+        if "logits" in part.columns
+        else np.zeros(len(part), dtype=bool)
+    )
+    if has_logits.any():
+        logits = np.stack(part["logits"][has_logits].map(np.asarray).to_numpy()).astype(np.float64)
+        if logits.shape[1] != n_options:
+            raise ValueError(f"logit lists of length {logits.shape[1]} for {n_options}-option items.")
+        probs[has_logits] = softmax_seen(logits / temperature)
+    rest = ~has_logits
+    if rest.any():
+        if "probs" not in part.columns:
+            raise ValueError("rows without logits need a 'probs' column (the output of score()).")
+        if temperature != 1.0:
+            raise ValueError(
+                "temperature applies to logprobs rows only; sequence and verbalized "
+                "distributions are used as parsed (temperature=1)."
+            )
+        stated = part["probs"][rest].map(
+            lambda v: np.full(n_options, np.nan) if v is None else np.asarray(v, dtype=np.float64)
+        )
+        probs[rest] = np.stack(stated.to_numpy())
+    return probs
 
 
 def option_probabilities(scores: pd.DataFrame, temperature: float = 1.0) -> pd.DataFrame:
-    """Order-averaged option probabilities, one row per (model, item, persona).
+    """Order-averaged option probabilities, one row per (model, [method, steering,] item,
+    persona).
 
-    Columns: ``model, item, persona, key, n_options, n_orders, probs`` (list, original
-    option order).
+    A prompt's distribution is the softmax of its label logits at ``temperature``
+    (``method="logprobs"``) or its parsed ``probs`` (sequence, verbalized); prompts whose
+    answer could not be parsed are left out of the average and counted. Columns:
+    ``model, [method, steering,] item, persona, key, n_options, n_orders`` (prompts
+    averaged), ``n_failed``, ``probs`` (list, original option order; NaN when every
+    order failed).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}.")
-    missing = {"model", "item", "persona", "logits", "n_options"} - set(scores.columns)
-    if missing:
+    missing = {"model", "item", "persona", "n_options"} - set(scores.columns)
+    if missing or not {"logits", "probs"} & set(scores.columns):
         raise ValueError(
-            f"scores lack column(s) {sorted(missing)}; pass the DataFrame returned by score()."
+            f"scores lack column(s) {sorted(missing) or ['logits or probs']}; pass the "
+            "DataFrame returned by score()."
         )
+    keys = ["model", *[c for c in ("method", "steering") if c in scores.columns], "item", "persona"]
     pieces = []
     for n_options, part in scores.groupby("n_options", sort=False):
-        logits = np.stack(part["logits"].map(np.asarray).to_numpy()).astype(np.float64)
-        if logits.shape[1] != n_options:
-            raise ValueError(f"logit lists of length {logits.shape[1]} for {n_options}-option items.")
-        probs = _softmax(logits / temperature)
-        frame = part[["model", "item", "persona", "key", "n_options"]].copy()
-        frame[[f"p{k}" for k in range(n_options)]] = probs
-        grouped = frame.groupby(["model", "item", "persona"], sort=False)
-        mean = grouped[[f"p{k}" for k in range(n_options)]].mean()
+        probs = _prompt_probabilities(part, int(n_options), temperature)
+        columns = [f"p{k}" for k in range(int(n_options))]
+        frame = part[[*keys, "key", "n_options"]].copy()
+        frame[columns] = probs
+        frame["_failed"] = np.isnan(probs).all(axis=1)
+        grouped = frame.groupby(keys, sort=False, dropna=False)
+        mean = grouped[columns].mean()
         first = grouped[["key", "n_options"]].first()
-        first["n_orders"] = grouped.size()
+        first["n_failed"] = grouped["_failed"].sum().astype(np.int64)
+        first["n_orders"] = grouped.size() - first["n_failed"]
         first["probs"] = list(mean.to_numpy())
         pieces.append(first.reset_index())
     out = pd.concat(pieces, ignore_index=True)
     out["probs"] = out["probs"].map(lambda p: [float(v) for v in p])
     return out
+
+
+def option_table(scores: pd.DataFrame, temperature: float = 1.0) -> pd.DataFrame:
+    """The long table of answer distributions, the same for every expression method.
+
+    One row per (model, method, steering, item, persona, option): ``option`` (answer
+    text), ``option_index``, ``probability`` (averaged over the option orders whose
+    answer parsed), ``n_orders``, ``n_failed``, ``parse_status`` (``ok`` when every order
+    parsed cleanly, else the count of each status, e.g. ``"ok 3, partial 1"``) and
+    ``completions`` (the raw completions of the orders, for audit; empty for logprobs).
+    """
+    probs = option_probabilities(scores, temperature)
+    keys = [c for c in ("model", "method", "steering", "item", "persona") if c in probs.columns]
+    status = (
+        scores.groupby(keys, sort=False, dropna=False)["parse_status"].agg(_status_summary)
+        if "parse_status" in scores.columns else None
+    )
+    raw = (
+        scores.groupby(keys, sort=False, dropna=False)["completion"].agg(
+            lambda c: [str(x) for x in c if isinstance(x, str)]
+        )
+        if "completion" in scores.columns else None
+    )
+    texts = (
+        scores.drop_duplicates("item").set_index("item")["options"].to_dict()
+        if "options" in scores.columns else {}
+    )
+    lengths = probs["n_options"].to_numpy(dtype=np.int64)
+    long = probs.loc[np.repeat(np.arange(len(probs)), lengths), [*keys, "n_orders", "n_failed"]]
+    long = long.reset_index(drop=True)
+    long["option_index"] = np.concatenate([np.arange(n) for n in lengths])
+    long["option"] = [
+        texts[i][k] if isinstance(texts.get(i), (list, tuple, np.ndarray)) else None
+        for i, k in zip(long["item"], long["option_index"], strict=True)
+    ]
+    long["probability"] = np.concatenate([np.asarray(p, dtype=np.float64) for p in probs["probs"]])
+    index = pd.MultiIndex.from_frame(long[keys])
+    long["parse_status"] = status.reindex(index).to_numpy() if status is not None else "ok"
+    long["completions"] = raw.reindex(index).to_numpy() if raw is not None else [[]] * len(long)
+    columns = [*keys, "option", "option_index", "probability", "n_orders", "n_failed",
+               "parse_status", "completions"]
+    return long[columns]
+
+
+def _status_summary(statuses: pd.Series) -> str:
+    counts = statuses.value_counts()
+    if set(counts.index) == {"ok"}:
+        return "ok"
+    return ", ".join(f"{name} {int(counts[name])}" for name in sorted(counts.index))
 
 
 def _score_table(
@@ -175,7 +264,21 @@ def to_long_frame(
             }
         )
     else:
+        for column in ("method", "steering"):
+            if column in scores.columns and scores[column].nunique(dropna=False) > 1:
+                raise ValueError(
+                    f"scores hold several {column}s {sorted(map(str, scores[column].unique()))}; "
+                    "convert one at a time."
+                )
         probs = option_probabilities(scores, temperature)
+        lost = probs["probs"].map(lambda p: bool(np.isnan(p).any())).to_numpy()
+        if lost.any():
+            warnings.warn(
+                f"{int(lost.sum())} of {len(probs)} (item, persona) distributions are left out: "
+                "no option order gave a parsable answer (parse_status 'failed').",
+                stacklevel=2,
+            )
+            probs = probs.loc[~lost].reset_index(drop=True)
         long = _expected_or_sampled(probs, mode, n_samples, seed, group)
 
     keys = long.drop_duplicates("item").set_index("item")["key"]

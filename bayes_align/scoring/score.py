@@ -1,22 +1,29 @@
-"""Batched next-token scoring of option labels.
+"""Scoring: the LM's answer distribution for every (item, persona, option order).
 
-For every (item, persona, option order) the prompt is rendered (chat template applied),
-and the LM's next-token logits at the first generated position are read for the option
-labels' tokens. With ``debias="cyclic"`` each item is shown in its ``K`` cyclic shifts
-(order ``k`` shows original option ``(j + k) mod K`` at position ``j``), with ``"full"``
-in all ``K!`` permutations, so every option appears in every position and position bias
-averages out. Logits are mapped back to the original option order::
+Three *expression methods* (how the LM states a distribution; Meister et al. 2024):
+
+- ``"logprobs"``: the next-token log-probabilities of the option labels after the
+  prompt; the prompt's distribution is their softmax;
+- ``"sequence"``: the LM writes ``n_samples`` answers in one completion; the
+  distribution is their shares (:func:`~bayes_align.scoring.parsers.parse_sequence`);
+- ``"verbalized"``: the LM states the distribution in words or JSON; it is parsed and
+  renormalised (:func:`~bayes_align.scoring.parsers.parse_verbalized`).
+
+and three *steering methods* (:mod:`bayes_align.scoring.steering`): ``"none"``,
+``"persona"`` and ``"few_shot"``.
+
+With ``debias="cyclic"`` each item is shown in its ``K`` cyclic shifts (order ``k``
+shows original option ``(j + k) mod K`` at position ``j``), with ``"full"`` in all
+``K!`` permutations, so every option appears in every position and position bias
+averages out. Everything is mapped back to the original option order::
 
     logits[permutation[j]] = position_logits[j]      (position j carries label j)
 
-Prompts are tokenized once and run under ``torch.inference_mode``, in batches of whole
-(item, persona) groups. By default (``share_prefix=True``) the prefix common to the
-whole run is computed once and the option orders of each group are packed into one
-prefix tree (:mod:`bayes_align.scoring.prefix`): header, persona preamble and stem once
-per group, only the option blocks per order; with ``share_prefix=False`` every prompt is
-its own row. Rows are padded to the batch's longest and only the logits where a prompt
-ends are computed. Every output row keeps the prompt text and the label token ids so any
-number can be reproduced by hand.
+The LM sits behind a :class:`~bayes_align.scoring.backends.Backend` (local
+transformers, an OpenAI-compatible server, vLLM). Every finished chunk of prompts is
+appended to the resumable cache, whose keys include the backend fingerprint, the
+template, the method, the steering and its data. Every row keeps the prompt text (and
+the raw completion) so any number can be reproduced by hand.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import hashlib
 import itertools
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,30 +40,31 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from .backends import Backend, as_backend
+from .backends.base import LabelScores, Prompt
+from .backends.transformers import LabelTokenError
 from .cache import ScoreCache
 from .items import Item, load_items
-from .lm import LM, load_lm
+from .lm import LM
+from .parsers import parse_sequence, parse_verbalized
 from .personas import Persona
-from .prefix import RootCache, common_prefix_length, packed_last_logits
+from .responses import softmax_seen
+from .steering import STEERING, FewShot
 from .templates import PromptTemplate, load_template
 
 __all__ = [
+    "METHODS",
     "score",
     "option_orders",
     "build_requests",
-    "resolve_label_tokens",
     "ScoreRequest",
     "LabelTokenError",
 ]
 
 DEBIAS = ("cyclic", "full", None)
+METHODS = ("logprobs", "sequence", "verbalized")
 _MAX_FULL_PERMUTATIONS = 5040  # 7!
-
-
-class LabelTokenError(ValueError):
-    """An option label is not one token where the LM would answer."""
 
 
 def option_orders(n_options: int, debias: str | None) -> list[tuple[int, ...]]:
@@ -82,7 +91,7 @@ class ScoreRequest:
     persona: Persona | None
     order: int
     permutation: tuple[int, ...]
-    prompt: str
+    prompt: Prompt
     cache_key: str
 
     @property
@@ -90,158 +99,241 @@ class ScoreRequest:
         return self.persona.persona_id if self.persona is not None else "default"
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What, besides backend, template, item, persona and order, makes a prompt's numbers."""
+
+    method: str
+    steering: str
+    n_samples: int
+    temperature: float
+    max_tokens: int | None
+    seed: int
+
+    @property
+    def generative(self) -> bool:
+        return self.method != "logprobs"
+
+    @property
+    def first_format(self) -> bool:
+        """Logprobs without few-shot: cache keys and headers as before the methods
+        existed, so that earlier caches resume."""
+        return self.method == "logprobs" and self.steering != "few_shot"
+
+    def key_parts(self) -> tuple[Any, ...]:
+        if self.first_format:
+            return ()
+        if self.generative:
+            return (self.method, self.steering, self.n_samples, self.temperature,
+                    self.max_tokens, self.seed)
+        return (self.method, self.steering)
+
+    def max_tokens_for(self, n_options: int) -> int:
+        if self.max_tokens is not None:
+            return self.max_tokens
+        return 2 * self.n_samples + 16 if self.method == "sequence" else 10 * n_options + 24
+
+
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()[:24]
 
 
+def _resolve_steering(
+    steering: str | None, personas: Sequence[Persona] | None, few_shot: FewShot | None
+) -> tuple[str, list[Persona | None]]:
+    if steering is None:
+        steering = "few_shot" if few_shot is not None else ("persona" if personas else "none")
+    if steering not in STEERING:
+        raise ValueError(f"steering must be one of {STEERING}, got {steering!r}.")
+    if steering == "none":
+        if personas:
+            raise ValueError(
+                "steering='none' shows no persona, but personas were given; drop them or use "
+                "steering='persona'."
+            )
+        return steering, [None]
+    if steering == "persona":
+        if not personas:
+            raise ValueError("steering='persona' needs personas (e.g. load_personas(...)).")
+        return steering, list(personas)
+    if few_shot is None:
+        raise ValueError("steering='few_shot' needs few_shot=FewShot(items, shares, k=...).")
+    if personas:
+        unknown = sorted({p.persona_id for p in personas} - set(few_shot.groups))
+        if unknown:
+            raise ValueError(
+                f"Personas {unknown[:10]} have no shares in few_shot (its groups: "
+                f"{few_shot.groups[:10]}); persona ids name the groups under few-shot steering."
+            )
+        return steering, list(personas)
+    return steering, [Persona(group, "", {}) for group in few_shot.groups]
+
+
 def build_requests(
-    lm: LM,
+    lm: LM | Backend,
     items: Sequence[Item],
     template: PromptTemplate,
     personas: Sequence[Persona] | None = None,
     debias: str | None = "cyclic",
+    method: str = "logprobs",
+    steering: str | None = None,
+    few_shot: FewShot | None = None,
+    n_samples: int = 30,
+    temperature: float = 1.0,
+    max_tokens: int | None = None,
+    seed: int = 0,
 ) -> list[ScoreRequest]:
     """All (item, persona, option order) prompts, in item-major order."""
-    model_fp = lm.fingerprint()
+    backend = as_backend(lm)
+    steering, persona_list = _resolve_steering(steering, personas, few_shot)
+    settings = _Settings(method, steering, n_samples, temperature, max_tokens, seed)
+    return _requests(backend, items, template, persona_list, debias, settings, few_shot)
+
+
+def _requests(
+    backend: Backend,
+    items: Sequence[Item],
+    template: PromptTemplate,
+    persona_list: Sequence[Persona | None],
+    debias: str | None,
+    settings: _Settings,
+    few_shot: FewShot | None,
+) -> list[ScoreRequest]:
+    model_fp = backend.fingerprint()
     template_fp = template.content_hash()
-    persona_list: list[Persona | None] = list(personas) if personas else [None]
+    extra = settings.key_parts()
     requests = []
     for item in items:
         template.labels_for(item)  # error early when the template has too few labels
         orders = option_orders(item.n_options, debias)
         item_fp = item.content_hash()
         for persona in persona_list:
-            persona_text = persona.text if persona is not None else None
             persona_fp = persona.content_hash() if persona is not None else "none"
+            persona_text = persona.text if settings.steering == "persona" and persona else None
+            context = None
+            if settings.steering == "few_shot":
+                context = few_shot.context(item, persona.persona_id, template.few_shot_format)  # type: ignore[union-attr]
+            context_part = (_hash(context),) if context is not None else ()
             for k, perm in enumerate(orders):
+                messages = template.messages(
+                    item, perm, persona_text, context, settings.method, settings.n_samples
+                )
                 requests.append(
                     ScoreRequest(
                         item=item,
                         persona=persona,
                         order=k,
                         permutation=perm,
-                        prompt=template.render(lm.tokenizer, item, perm, persona_text),
-                        cache_key=_hash(model_fp, template_fp, item_fp, persona_fp, perm),
+                        prompt=backend.render(template, messages),
+                        cache_key=_hash(
+                            model_fp, template_fp, item_fp, persona_fp, perm, *extra, *context_part
+                        ),
                     )
                 )
     return requests
 
 
-def _tokenize(lm: LM, texts: list[str], chat: bool) -> list[list[int]]:
-    encoded = lm.tokenizer(texts, add_special_tokens=not chat)["input_ids"]
-    return [list(ids) for ids in encoded]
-
-
-def resolve_label_tokens(
-    lm: LM,
-    template: PromptTemplate,
-    prompts: Sequence[str],
-    prompt_ids: Sequence[Sequence[int]],
-    n_labels: int,
-) -> list[int]:
-    """Token id of each label where the LM would answer, checked on every prompt.
-
-    For each prompt ``p`` and label ``l`` the tokenization of ``p + label_prefix + l``
-    must equal ``tokens(p) + [one token]``, and that token must be the same for all
-    prompts and differ between labels. Otherwise :class:`LabelTokenError` names the label.
-    """
-    chat = template.chat_for(lm.tokenizer)
-    prefix = template.label_prefix_for(chat)
-    labels = template.option_labels[:n_labels]
-    label_ids: list[int] = []
-    for label in labels:
-        extended = _tokenize(lm, [p + prefix + label for p in prompts], chat)
-        found: set[int] = set()
-        for base, ext, prompt in zip(prompt_ids, extended, prompts, strict=True):
-            if len(ext) != len(base) + 1:
-                pieces = lm.tokenizer.convert_ids_to_tokens(ext[len(base) - 1 :])
-                raise LabelTokenError(
-                    f"Option label {label!r} (text {prefix + label!r}) is not a single token after "
-                    f"the prompt: the prompt end plus label tokenizes as {pieces}. Use one-token "
-                    f"labels (e.g. A, B, C) or set label_prefix in the template. Prompt end: "
-                    f"{prompt[-60:]!r}"
-                )
-            if list(ext[: len(base)]) != list(base):
-                raise LabelTokenError(
-                    f"Option label {label!r} tokenizes differently after the chat template: "
-                    f"appending {prefix + label!r} changes the prompt's own tokens (it merges with "
-                    f"the prompt end {prompt[-30:]!r}). Change label_prefix or answer_prefix."
-                )
-            found.add(int(ext[-1]))
-        if len(found) != 1:
-            raise LabelTokenError(
-                f"Option label {label!r} maps to different tokens {sorted(found)} in different "
-                "prompts; the prompt end must not vary between prompts."
-            )
-        label_ids.append(found.pop())
-    if len(set(label_ids)) != len(label_ids):
-        raise LabelTokenError(
-            f"Option labels {labels} share tokens {label_ids}; use labels that tokenize apart."
-        )
-    return label_ids
-
-
-def _rows_for_batch(
-    lm: LM,
-    requests: Sequence[ScoreRequest],
-    batch_ids: list[list[int]],
-    label_ids: dict[int, list[int]],
-    group_sizes: Sequence[int],
-    root: RootCache | None = None,
-) -> list[dict[str, Any]]:
-    """Rows for consecutive groups of requests (each group one packed prefix tree)."""
-    import torch
-
-    cut = root.length if root is not None else 0
-    bounds = np.cumsum([0, *group_sizes])
-    groups = [
-        [ids[cut:] for ids in batch_ids[a:b]] for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
-    logits = torch.cat(
-        packed_last_logits(lm.model, groups, lm.tokenizer.pad_token_id, lm.device, root)
-    )
-    log_norm = torch.logsumexp(logits, dim=-1)
-    rows = []
-    for r, request in enumerate(requests):
-        ids = label_ids[request.item.n_options]
-        position_logits = logits[r, ids]
-        label_mass = float(torch.exp(torch.logsumexp(position_logits, 0) - log_norm[r]))
-        position_logits = position_logits.cpu().numpy().astype(np.float64)
-        original = np.empty_like(position_logits)
-        original[list(request.permutation)] = position_logits
-        rows.append(
-            {
-                "model": lm.name,
-                "item": request.item.item_id,
-                "persona": request.persona_id,
-                "order": request.order,
-                "permutation": list(request.permutation),
-                "n_options": request.item.n_options,
-                "key": request.item.key,
-                "logits": original.tolist(),
-                "position_logits": position_logits.tolist(),
-                "label_mass": label_mass,
-                "label_token_ids": list(ids),
-                "prompt": request.prompt,
-                "n_prompt_tokens": len(batch_ids[r]),
-                "cache_key": request.cache_key,
-            }
-        )
-    return rows
-
-
-def cache_config(lm: LM, template: PromptTemplate, method: str = "score") -> dict[str, Any]:
+def cache_config(
+    backend: LM | Backend, template: PromptTemplate, settings: _Settings | None = None
+) -> dict[str, Any]:
     """What a cache file must agree on before its rows are reused."""
-    return {
-        "method": method,
-        "model": lm.name,
-        "model_fingerprint": lm.fingerprint(),
+    backend = as_backend(backend)
+    config: dict[str, Any] = {
+        "method": "score",
+        "model": backend.name,
+        "model_fingerprint": backend.fingerprint(),
         "template_hash": template.content_hash(),
+    }
+    if settings is not None and not settings.first_format:
+        config["expression"] = settings.method
+        config["steering"] = settings.steering
+        if settings.generative:
+            config.update(n_samples=settings.n_samples, temperature=settings.temperature,
+                          max_tokens=settings.max_tokens, seed=settings.seed)
+    return config
+
+
+def _to_original(values: np.ndarray, permutation: Sequence[int]) -> np.ndarray:
+    original = np.empty_like(values)
+    original[list(permutation)] = values
+    return original
+
+
+def _base_row(backend: Backend, request: ScoreRequest, settings: _Settings) -> dict[str, Any]:
+    return {
+        "model": backend.name,
+        "method": settings.method,
+        "steering": settings.steering,
+        "item": request.item.item_id,
+        "persona": request.persona_id,
+        "order": request.order,
+        "permutation": list(request.permutation),
+        "n_options": request.item.n_options,
+        "key": request.item.key,
+        "options": list(request.item.options),
     }
 
 
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in values]
+
+
+def _logprob_row(
+    backend: Backend, request: ScoreRequest, result: LabelScores, settings: _Settings
+) -> dict[str, Any]:
+    position = np.asarray(result.scores, dtype=np.float64)
+    missing = len(result.missing)
+    row = _base_row(backend, request, settings)
+    row.update(
+        logits=_nan_to_none(_to_original(position, request.permutation)),
+        position_logits=_nan_to_none(position),
+        probs=_to_original(softmax_seen(position), request.permutation).tolist(),
+        label_mass=result.label_mass,
+        parse_status="partial" if missing else "ok",
+        parse_detail=(
+            f"{missing} label(s) outside the server's top log-probs; renormalised over the "
+            "labels seen" if missing else ""
+        ),
+        n_missing_labels=missing,
+        completion=None,
+        label_token_ids=result.info.get("label_token_ids"),
+        prompt=request.prompt.text,
+        n_prompt_tokens=result.info.get("n_prompt_tokens"),
+        cache_key=request.cache_key,
+    )
+    return row
+
+
+def _completion_row(
+    backend: Backend,
+    request: ScoreRequest,
+    completion: str,
+    labels: Sequence[str],
+    settings: _Settings,
+) -> dict[str, Any]:
+    if settings.method == "sequence":
+        parsed = parse_sequence(completion, labels, settings.n_samples)
+    else:
+        shown = [request.item.options[o] for o in request.permutation]
+        parsed = parse_verbalized(completion, labels, shown)
+    row = _base_row(backend, request, settings)
+    row.update(
+        logits=None,
+        position_logits=None,
+        probs=_nan_to_none(_to_original(parsed.probs, request.permutation)),
+        label_mass=None,
+        parse_status=parsed.status,
+        parse_detail=parsed.detail,
+        n_parsed=parsed.n,
+        completion=completion,
+        prompt=request.prompt.text,
+        cache_key=request.cache_key,
+    )
+    return row
+
+
 def score(
-    lm: LM | str | Path,
+    lm: LM | Backend | str | Path,
     items: Sequence[Item] | str | Path | pd.DataFrame,
     template: PromptTemplate | str | Path | None = None,
     personas: Sequence[Persona] | None = None,
@@ -251,151 +343,186 @@ def score(
     progress: bool = True,
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
     share_prefix: bool = True,
+    method: str = "logprobs",
+    steering: str | None = None,
+    few_shot: FewShot | None = None,
+    n_samples: int = 30,
+    temperature: float = 1.0,
+    max_tokens: int | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Next-token logits of the option labels for every (item, persona, option order).
+    """The LM's answer distribution for every (item, persona, option order).
 
     Parameters
     ----------
-    lm : a loaded :class:`LM` or a model YAML path.
+    lm : a :class:`Backend`, a loaded :class:`LM` (transformers) or a model YAML path
+        (``backend:`` in the YAML picks transformers, openai or vllm).
     items : Items, an item file (.jsonl/.csv) or a DataFrame.
     template : PromptTemplate or template YAML; default ``PromptTemplate()``.
-    personas : optional personas; each item is shown to each persona.
+    personas : personas (``steering="persona"``) or the groups to steer towards
+        (``"few_shot"``: persona ids are the groups of ``few_shot``).
     debias : ``"cyclic"`` (K cyclic shifts), ``"full"`` (K! permutations) or None.
-    batch_size : prompts per forward pass. Default: on a CPU one (item, persona) group
-        (all its option orders, at least 4 prompts), which was fastest there (larger
-        batches spill the activations out of the CPU caches; benchmarks/README.md, W4);
-        on a GPU 64. A group larger than ``batch_size`` is split (and shares less).
-    cache : JSON Lines file; finished batches are appended, a rerun skips them.
-    on_batch : called with the rows of every finished batch (after caching).
-    share_prefix : compute every shared token prefix once: the run-wide prefix (chat
-        header, system prompt) once per run and the header, persona preamble and stem of
-        each (item, persona) once for all its option orders (a prefix tree with a
-        tree-attention mask; same logits as one prompt at a time up to float rounding).
-        With ``debias="cyclic"`` on the NAEP items it computes about half the tokens;
-        ``False`` runs every prompt in full (see benchmarks/README.md, W4).
+    batch_size : prompts per forward pass (transformers, vLLM) or per cache append
+        (servers). Transformers default: on a CPU one (item, persona) group (all its
+        option orders, at least 4 prompts), which was fastest there; on a GPU 64.
+    cache : JSON Lines file; finished chunks are appended, a rerun skips them.
+    on_batch : called with the rows of every finished chunk (after caching).
+    share_prefix : transformers only: compute every shared token prefix once (a prefix
+        tree with a tree-attention mask; same logits as one prompt at a time up to float
+        rounding); ``False`` runs every prompt in full (benchmarks/README.md, W4).
+    method : ``"logprobs"``, ``"sequence"`` or ``"verbalized"`` (module docstring).
+    steering : ``"none"``, ``"persona"`` or ``"few_shot"``; default ``"few_shot"`` when
+        ``few_shot`` is given, else ``"persona"`` with personas, else ``"none"``.
+    few_shot : :class:`FewShot` data for ``steering="few_shot"``.
+    n_samples : ``sequence``: answers asked for in one completion.
+    temperature, max_tokens, seed : sampling of ``sequence``/``verbalized`` completions
+        (``temperature=0``: greedy; ``max_tokens`` default ``2 n_samples + 16`` for
+        sequence, ``10 K + 24`` for verbalized).
 
     Returns
     -------
-    DataFrame, one row per prompt, in (item, persona, order) order, with columns
-    ``model, item, persona, order, permutation, n_options, key, logits`` (original option
-    order), ``position_logits`` (label order A, B, ...), ``label_mass`` (softmax mass of
-    the label tokens over the whole vocabulary), ``label_token_ids``, ``prompt``,
-    ``n_prompt_tokens``, ``cache_key``.
+    DataFrame, one row per prompt, in (item, persona, order) order, for every method
+    with the columns ``model, method, steering, item, persona, order, permutation,
+    n_options, key, options, probs`` (the prompt's distribution, original option order;
+    NaN when the answer could not be parsed), ``parse_status`` (``ok``,
+    ``renormalised``, ``partial``, ``failed``), ``parse_detail``, ``completion`` (the
+    raw answer; None for logprobs), ``prompt``, ``cache_key``; ``logprobs`` adds
+    ``logits`` (label scores in the original option order: raw logits locally, log-probs
+    from servers; None where a label was missing), ``position_logits`` (label order A, B,
+    ...), ``label_mass`` (next-token probability of all labels), ``n_missing_labels``,
+    ``label_token_ids``, ``n_prompt_tokens``. ``df.attrs`` holds ``parse_status_counts``
+    and ``parse_failure_rate``. :func:`~bayes_align.scoring.option_table` turns it into
+    the long (item, persona, option) table.
     """
-    import torch
-
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     if debias not in DEBIAS:
         raise ValueError(f"debias must be one of {DEBIAS}, got {debias!r}.")
-    lm = lm if isinstance(lm, LM) else load_lm(lm)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if n_samples < 1 or temperature < 0 or (max_tokens is not None and max_tokens < 1):
+        raise ValueError("n_samples and max_tokens must be >= 1 and temperature >= 0.")
+    backend = as_backend(lm)
     items = load_items(items)
     template = load_template(template) if template is not None else PromptTemplate()
-    requests = build_requests(lm, items, template, personas, debias)
-    chat = template.chat_for(lm.tokenizer)
+    steering, persona_list = _resolve_steering(steering, personas, few_shot)
+    settings = _Settings(method, steering, n_samples, temperature, max_tokens, seed)
+    requests = _requests(backend, items, template, persona_list, debias, settings, few_shot)
 
-    store = ScoreCache(cache, cache_config(lm, template)) if cache is not None else None
-    pending = [r for r in requests if store is None or r.cache_key not in store]
-    pending_ids = _tokenize(lm, [r.prompt for r in pending], chat) if pending else []
-
-    label_ids: dict[int, list[int]] = {}
-    for n_options in sorted({r.item.n_options for r in pending}):
-        subset = [i for i, r in enumerate(pending) if r.item.n_options == n_options]
-        label_ids[n_options] = resolve_label_tokens(
-            lm,
-            template,
-            [pending[i].prompt for i in subset],
-            [pending_ids[i] for i in subset],
-            n_options,
-        )
-
+    store = (
+        ScoreCache(cache, cache_config(backend, template, settings)) if cache is not None else None
+    )
     results: dict[str, dict[str, Any]] = {}
     if store is not None:
         results.update(
             {r.cache_key: store.rows[r.cache_key] for r in requests if r.cache_key in store}
         )
+    pending = [r for r in requests if r.cache_key not in results]
+    chat = backend.uses_chat(template)
+    label_prefix = template.label_prefix_for(chat)
 
-    if batch_size is None:
-        batch_size = _default_batch_size(lm, pending)
-    batches = _plan_batches(pending, pending_ids, batch_size, share_prefix)
-    with (
-        torch.inference_mode(),
-        tqdm(
-            total=len(pending), desc=f"scoring {lm.name}", unit="prompt", disable=not progress
-        ) as bar,
-    ):
-        root = None
-        if share_prefix and pending:
-            root_length = common_prefix_length(pending_ids)
-            if root_length > 0:
-                root = RootCache.compute(lm.model, pending_ids[0][:root_length], lm.device)
-        for groups in batches:
-            batch = [i for group in groups for i in group]
-            rows = _rows_for_batch(
-                lm,
-                [pending[i] for i in batch],
-                [pending_ids[i] for i in batch],
-                label_ids,
-                [len(group) for group in groups],
-                root,
+    def finish(rows: list[dict[str, Any]]) -> None:
+        if store is not None:
+            store.append(rows)
+        results.update({row["cache_key"]: row for row in rows})
+        if on_batch is not None:
+            on_batch(rows)
+
+    if not settings.generative:
+        chunks = backend.label_logprobs(
+            [r.prompt for r in pending],
+            [tuple(label_prefix + lab for lab in template.labels_for(r.item)) for r in pending],
+            [(r.persona_id, r.item.item_id) for r in pending],
+            batch_size=batch_size,
+            share_prefix=share_prefix,
+            progress=progress,
+        )
+        for index, scores in chunks:
+            finish([_logprob_row(backend, pending[i], s, settings) for i, s in zip(index, scores, strict=True)])
+    else:
+        by_length: dict[int, list[int]] = {}
+        for i, request in enumerate(pending):
+            by_length.setdefault(settings.max_tokens_for(request.item.n_options), []).append(i)
+        for length, members in by_length.items():
+            chunks = backend.complete(
+                [pending[i].prompt for i in members],
+                n=1,
+                temperature=temperature,
+                max_tokens=length,
+                stop=template.stop,
+                seed=seed,
+                batch_size=batch_size,
+                progress=progress,
             )
-            if store is not None:
-                store.append(rows)
-            results.update({row["cache_key"]: row for row in rows})
-            bar.update(len(batch))
-            if on_batch is not None:
-                on_batch(rows)
+            for index, texts in chunks:
+                rows = []
+                for j, completions in zip(index, texts, strict=True):
+                    request = pending[members[j]]
+                    rows.append(
+                        _completion_row(
+                            backend, request, completions[0], template.labels_for(request.item),
+                            settings,
+                        )
+                    )
+                finish(rows)
     return _frame([results[r.cache_key] for r in requests])
-
-
-def _default_batch_size(lm: LM, pending: Sequence[ScoreRequest]) -> int:
-    """One (item, persona) group of option orders (at least 4 prompts) on a CPU, 64 on a GPU."""
-    if lm.device != "cpu":
-        return 64
-    sizes: dict[tuple[str, str], int] = {}
-    for request in pending:
-        key = (request.persona_id, request.item.item_id)
-        sizes[key] = sizes.get(key, 0) + 1
-    return max([4, *sizes.values()])
-
-
-def _plan_batches(
-    pending: Sequence[ScoreRequest],
-    pending_ids: Sequence[Sequence[int]],
-    batch_size: int,
-    share_prefix: bool,
-) -> list[list[list[int]]]:
-    """Batches of groups of request indices; one group is one packed row.
-
-    Without ``share_prefix`` every prompt is its own group, longest first. With it a
-    group is all option orders of one (item, persona) (split into chunks of
-    ``batch_size`` when larger), a persona's groups are adjacent and longest first, and a
-    batch holds whole groups, up to ``batch_size`` prompts.
-    """
-    if not share_prefix:
-        order = sorted(range(len(pending)), key=lambda i: -len(pending_ids[i]))
-        return [[[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
-    by_key: dict[tuple[str, str], list[int]] = {}
-    for i, request in enumerate(pending):
-        by_key.setdefault((request.persona_id, request.item.item_id), []).append(i)
-    ordered = sorted(
-        by_key.items(), key=lambda kv: (kv[0][0], -sum(len(pending_ids[i]) for i in kv[1]))
-    )
-    batches: list[list[list[int]]] = []
-    current: list[list[int]] = []
-    chunks = [g[s : s + batch_size] for _, g in ordered for s in range(0, len(g), batch_size)]
-    for group in chunks:
-        if current and sum(map(len, current)) + len(group) > batch_size:
-            batches.append(current)
-            current = []
-        current.append(group)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows))
-    if len(frame):
-        frame["key"] = frame["key"].astype("Int64")
+    if not len(frame):
+        return frame
+    frame["key"] = frame["key"].astype("Int64")
+    # rows cached before methods existed are logprobs rows without probs
+    defaults = {"method": "logprobs", "steering": None, "parse_status": "ok", "parse_detail": ""}
+    for column, value in defaults.items():
+        if column not in frame.columns:
+            frame[column] = value
+    if "steering" in frame.columns and frame["steering"].isna().any():
+        frame["steering"] = frame["steering"].fillna(
+            frame["persona"].map(lambda p: "none" if p == "default" else "persona")
+        )
+    if "probs" not in frame.columns:
+        frame["probs"] = None
+    absent = frame["probs"].isna() & frame["method"].eq("logprobs")
+    if absent.any():
+        frame.loc[absent, "probs"] = pd.Series(
+            [
+                _to_original(softmax_seen(np.asarray(p, dtype=float)), perm).tolist()
+                for p, perm in zip(frame.loc[absent, "position_logits"], frame.loc[absent, "permutation"], strict=True)
+            ],
+            index=frame.index[absent],
+            dtype=object,
+        )
+    for column in ("logits", "position_logits", "probs"):
+        frame[column] = frame[column].map(
+            lambda v: None if v is None or (isinstance(v, float) and math.isnan(v))
+            else [math.nan if x is None else x for x in v]
+        )
+    counts = frame["parse_status"].value_counts()
+    frame.attrs["parse_status_counts"] = {str(k): int(v) for k, v in counts.items()}
+    frame.attrs["parse_failure_rate"] = float(counts.get("failed", 0) / len(frame))
+    _report(frame)
     return frame
+
+
+def _report(frame: pd.DataFrame) -> None:
+    """Warn about every answer that was repaired or lost (never silently)."""
+    methods = "/".join(sorted(set(frame["method"])))
+    failed = int((frame["parse_status"] == "failed").sum())
+    if failed:
+        warnings.warn(
+            f"{failed} of {len(frame)} {methods} answers ({failed / len(frame):.1%}) could not "
+            "be parsed (parse_status 'failed'; their probs are NaN and left out of the "
+            "order average). See the 'completion' and 'parse_detail' columns.",
+            stacklevel=4,
+        )
+    if "n_missing_labels" in frame.columns:
+        missing = frame["n_missing_labels"].fillna(0)
+        if (missing > 0).any():
+            warnings.warn(
+                f"{int((missing > 0).sum())} of {len(frame)} prompts had {int(missing.sum())} "
+                "label(s) outside the server's top log-probs; renormalised over the labels seen "
+                "(raise top_logprobs or set missing_labels: echo / error in the model YAML).",
+                stacklevel=4,
+            )

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.util import initialize_model
 
-from bayes_align.models import ModelSpec, build_model_inputs, irt_model
-from benchmarks.workloads import make_workload
+from bayes_align.model.joint import irt_model, sample_parameters
+from benchmarks.workloads import make_workload, model_kwargs
 
 
 def _time(fn, x, repeat: int) -> float:
@@ -48,9 +48,9 @@ def main(argv: list[str]) -> None:
     name = argv[0] if argv else "W2"
     mode = "quick" if "--quick" in argv else "full"
     wl = make_workload(name, mode)
-    spec = ModelSpec(irt="2pl", dif="normal")
-    inputs = build_model_inputs(wl.data, spec)
-    info = initialize_model(jax.random.PRNGKey(0), irt_model, model_kwargs={"inputs": inputs, "spec": spec})
+    kwargs = model_kwargs(wl.data)
+    inputs = kwargs["inputs"]
+    info = initialize_model(jax.random.PRNGKey(0), irt_model, model_kwargs=kwargs)
     pe = info.potential_fn
     x0 = info.param_info.z
     grad_ours = jax.jit(jax.value_and_grad(pe))
@@ -60,8 +60,6 @@ def main(argv: list[str]) -> None:
     import numpyro
     import numpyro.distributions as dist
 
-    from bayes_align import models as M
-
     focal_row = jnp.asarray(inputs.focal_row)
     row = np.asarray(inputs.focal_row)[inputs.group_idx]
     flat_idx = jnp.asarray(row * inputs.n_items + inputs.item_idx, dtype=jnp.int32)
@@ -69,12 +67,12 @@ def main(argv: list[str]) -> None:
     resp = jnp.asarray(inputs.response)
     del focal_row
 
-    def patched_model(inputs, spec, subsample_size=None):
-        params = M.sample_parameters(inputs, spec)
+    def patched_model(inputs, spec, priors, subsample_size=None):
+        params = sample_parameters(inputs, spec, priors)
         numpyro.factor("y", jnp.sum(fast_log_lik(params, pidx, iidx, flat_idx, resp)))
 
     info2 = initialize_model(
-        jax.random.PRNGKey(0), patched_model, model_kwargs={"inputs": inputs, "spec": spec}
+        jax.random.PRNGKey(0), patched_model, model_kwargs=kwargs
     )
     grad_fast = jax.jit(jax.value_and_grad(info2.potential_fn))
     v1, g1 = grad_ours(x0)
@@ -88,7 +86,7 @@ def main(argv: list[str]) -> None:
     print(f"potential: ours {float(v1):.3f} patched {float(v2):.3f}; max rel grad diff {rel:.1e}")
     print("| likelihood | s per gradient | ratio vs ours |")
     print("| --- | --- | --- |")
-    print(f"| bayes_align.models (current) | {t_ours * 1e3:.3f} ms | 1.00 |")
+    print(f"| bayes_align.model (current) | {t_ours * 1e3:.3f} ms | 1.00 |")
     print(f"| one softplus, flat DIF index, no log/exp | {t_fast * 1e3:.3f} ms | {t_ours / t_fast:.2f} |")
     _ = dist
 

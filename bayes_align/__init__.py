@@ -20,6 +20,7 @@ from bayes_align.combined import CombinedData, combine  # noqa: E402
 from bayes_align.compare import compare_models  # noqa: E402
 from bayes_align.data import ResponseData  # noqa: E402
 from bayes_align.dif import dif_screen, mantel_haenszel  # noqa: E402
+from bayes_align.distributional_alignment import distributional_alignment  # noqa: E402
 from bayes_align.inference import fit, fit_aggregated  # noqa: E402
 from bayes_align.model.spec import ModelSpec, Priors  # noqa: E402
 from bayes_align.naep import load_naep  # noqa: E402
@@ -53,6 +54,7 @@ __all__ = [
     "control_table",
     "controls",
     "dif_screen",
+    "distributional_alignment",
     "fit",
     "fit_aggregated",
     "load_fit",

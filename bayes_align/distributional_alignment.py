@@ -95,7 +95,11 @@ class DistributionalAlignment:
     excluded : LM comparisons (``model, method, steering, attribute, group, item``) not in
         the Bayesian data, with ``reason`` (:data:`bayes_align.opinion_model.REASONS`).
     datasets, fits : per ``(attribute, group)`` target, the :class:`OpinionFitData` and the Fit.
-    metric, prob, level : the metric of ``table``, the HDI mass, the TV interval level.
+    draws : per metric, one row per LM condition and target (``model, method, steering,
+        attribute, group``) with its posterior draws in ``draws`` (a 1-D array; the same
+        length in every fit), which :meth:`summary` and :meth:`compare` pool.
+    metric, prob : the metric of ``table`` and the figure, the HDI mass.
+    level, tv_unit, n_boot, seed : the TV bootstrap's settings.
     """
 
     alignment: pd.DataFrame
@@ -197,10 +201,11 @@ class DistributionalAlignment:
                           "prob_better": float((diff > 0).mean())}
                 record.update(self._tv_difference(tv_ok, by, labels, factor, a, b, pooled_over))
                 out.append(record)
-        result = pd.DataFrame(out)
-        if len(result):
-            result["posterior_credible"] = (result["prob_better"] >= credible) | (result["prob_better"] <= 1 - credible)
-            result["tv_credible"] = (result["tv_diff_low"] > 0) | (result["tv_diff_high"] < 0)
+        columns = [*by, "a", "b", "n_rows", "diff_mean", "diff_low", "diff_high", "prob_better",
+                   "tv_cells", "tv_diff", "tv_diff_low", "tv_diff_high"]
+        result = pd.DataFrame(out, columns=columns)
+        result["posterior_credible"] = (result["prob_better"] >= credible) | (result["prob_better"] <= 1 - credible)
+        result["tv_credible"] = (result["tv_diff_low"] > 0) | (result["tv_diff_high"] < 0)
         return result
 
     def _tv_difference(self, tv: pd.DataFrame, by, labels, factor, a, b, pooled_over) -> dict:
@@ -234,6 +239,12 @@ class DistributionalAlignment:
 
         metric = metric or self.metric
         summary = self.summary(metric=metric)
+        if summary.empty:
+            fig, ax = plt.subplots(figsize=(6, 1.5))
+            ax.text(0.5, 0.5, "no LM condition had enough usable items for a posterior\n"
+                    "(see DistributionalAlignment.excluded)", ha="center", va="center")
+            ax.axis("off")
+            return fig
         steerings = list(dict.fromkeys(summary["steering"]))
         models = list(dict.fromkeys(summary["model"]))
         methods = list(dict.fromkeys(summary["method"]))

@@ -116,6 +116,15 @@ def posterior_predictive(fit: Fit, draws: int | None = None, seed: int = 0) -> F
     return fit
 
 
+@partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _prior_draws(rng_key, inputs: ModelInputs, spec: ModelSpec, priors: Priors, draws: int,
+                 sites: tuple[str, ...]):
+    """``draws`` joint draws of parameters and responses from the prior (compiled once per
+    spec, priors, sizes and shapes)."""
+    predictive = Predictive(irt_model, num_samples=draws, return_sites=list(sites))
+    return predictive(rng_key, inputs=inputs, spec=spec, priors=priors, predict=True)
+
+
 def prior_predictive(
     data: ResponseData | AggregatedData | CombinedData,
     model: str | ModelSpec = "2pl",
@@ -141,9 +150,8 @@ def prior_predictive(
     check_design(combined, spec)
     inputs = build_model_inputs(combined, spec, priors)
     dims = posterior_dims(spec, inputs)
-    predictive = Predictive(irt_model, num_samples=draws, return_sites=[*dims, *_OBSERVED_SITES])
-    out = jax.jit(lambda key, model_inputs: predictive(
-        key, inputs=model_inputs, spec=spec, priors=priors, predict=True))(jax.random.PRNGKey(seed), inputs)
+    out = _prior_draws(jax.random.PRNGKey(seed), inputs, spec, priors, draws,
+                       (*dims, *_OBSERVED_SITES))
     prior = {name: np.asarray(out[name])[None] for name in dims}
     parts = []
     if "y" in out:

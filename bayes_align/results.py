@@ -180,8 +180,8 @@ def log_likelihood_draws(
     draws = {k: np.nan_to_num(np.asarray(posterior[k]), nan=0.0) for k in names
              if k in _LIKELIHOOD_VARIABLES}
     return map_draws(
-        lambda d: pointwise_log_likelihood(d, inputs, spec), draws,
-        size_per_draw=inputs.n_obs + inputs.n_rows, progress=progress, desc="log-likelihood",
+        pointwise_log_likelihood, draws, size_per_draw=inputs.n_obs + inputs.n_rows,
+        progress=progress, desc="log-likelihood", args=(inputs,), static=(spec,),
     )
 
 

@@ -16,6 +16,6 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
         || echo "chromium could not be installed: the report rendering test will skip"
 fi
 python -m ruff check .
-# two workers, one test file per worker at a time (module fixtures are fitted once): on the
-# 2-core machine 14 min instead of 19 for the whole suite
+# two workers, one test file per worker at a time (module and session fixtures are fitted
+# once per worker); timings of the whole suite are in benchmarks/README.md
 python -m pytest -q -ra --durations=15 -n 2 --dist loadfile

@@ -231,7 +231,7 @@ def test_option_count_errors():
         )
     key_only = AggregatedData.from_frame(data.to_frame())
     assert not key_only.has_options
-    with pytest.raises(ValueError, match=r"needs option counts"):
+    with pytest.raises(ValueError, match=r"needs the counts of every option and the items. keys"):
         fit_aggregated(key_only, likelihood="nominal")
     with pytest.raises(ValueError, match="supports irt='1pl' or '2pl'"):
         fit_aggregated(data, likelihood="nominal", irt="3pl")
@@ -239,7 +239,7 @@ def test_option_count_errors():
         fit_aggregated(data, likelihood="multinomial")
     keyless = AggregatedData.from_frame(_frame(), option_columns=cols, key=None)
     assert not keyless.has_key and np.isnan(keyless.n_correct).all()
-    with pytest.raises(ValueError, match="opinion items without a key are fitted with model='grm'"):
+    with pytest.raises(ValueError, match="for opinion items without a key model='grm'"):
         fit_aggregated(keyless, likelihood="nominal")
     with pytest.raises(ValueError, match="no key"):
         fit_aggregated(keyless)

@@ -11,17 +11,21 @@ import pytest
 
 from bayes_align.cli import main
 
-TINY_NUTS = ["--model", "1pl", "--method", "nuts", "--chains", "1", "--draws", "100",
-             "--warmup", "100", "--seed", "1", "--quiet"]  # fmt: skip
+
+@pytest.fixture(scope="module")
+def tiny_cli(tiny_nuts_options):
+    """conftest's tiny NUTS settings as CLI options (without --model)."""
+    o = tiny_nuts_options
+    return ["--method", o["method"], "--chains", str(o["chains"]),
+            "--draws", str(o["draws"]), "--warmup", str(o["warmup"]), "--seed", str(o["seed"]),
+            "--quiet"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def responses_csv(tmp_path_factory):
-    """180 persons in 3 groups x 12 items (Rasch, 4 DIF items per focal group), renamed columns."""
-    from bayes_align import simulate
-
-    data, _ = simulate(n_persons=180, n_items=12, n_dif_items=4, dif_size=1.0, irt="1pl", seed=4)
-    frame = data.to_frame().drop(columns="weight")
+def responses_csv(tmp_path_factory, tiny_data):
+    """conftest's session data (90 persons in 3 groups x 8 items, 2 DIF items per focal
+    group), renamed columns."""
+    frame = tiny_data.to_frame().drop(columns="weight")
     frame = frame.rename(columns={"person": "respondent", "response": "answer"})
     path = tmp_path_factory.mktemp("cli") / "responses.csv"
     frame.to_csv(path, index=False)
@@ -29,19 +33,29 @@ def responses_csv(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fitted(responses_csv):
-    """Two tiny NUTS fits through the CLI (DIF and invariant), saved as NetCDF."""
+def fitted(responses_csv, tiny_cli, tiny_2pl_nuts, tiny_1pl_nuts):
+    """Two tiny NUTS fits through the CLI, saved as NetCDF: the 2PL with DIF and the 1PL
+    without. Same models, settings and shapes as conftest's session fits, so the CLI reuses
+    the programs compiled for those (requested here so that they exist)."""
     folder = responses_csv.parent
     outputs = {}
-    for dif in ("normal", "none"):
+    with pytest.MonkeyPatch.context() as patch:
+        # `fit --chains 2` declares 2 XLA host devices in XLA_FLAGS (too late for this
+        # process's JAX); keep the variable as it was for later tests' subprocesses
+        patch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+        _fit_both(responses_csv, folder, tiny_cli, outputs)
+    return outputs
+
+
+def _fit_both(responses_csv, folder, tiny_cli, outputs):
+    for dif, model in (("normal", "2pl"), ("none", "1pl")):
         out = folder / f"{dif}.nc"
         argv = ["fit", str(responses_csv), "--reference", "human", "--person-col", "respondent",
-                "--response-col", "answer", "--dif", dif, "--out", str(out), *TINY_NUTS]  # fmt: skip
+                "--response-col", "answer", "--dif", dif, "--model", model, "--out", str(out), *tiny_cli]  # fmt: skip
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # 1 chain x 100 draws: ESS advice is expected
+            warnings.simplefilter("ignore")  # 2 x 60 draws: ESS advice is expected
             assert main(argv) == 0
         outputs[dif] = out
-    return outputs
 
 
 def test_fit_saves_a_reloadable_fit(fitted, capsys):
@@ -74,7 +88,7 @@ def test_dif_command_writes_table(fitted, tmp_path, capsys):
     for column in ["item", "group", "mean", "hdi_low", "hdi_high", "prob_abs_gt_rope",
                    "category", "flagged"]:  # fmt: skip
         assert column in table.columns
-    assert len(table) == 24
+    assert len(table) == 8 * 2
     records = json.loads(js.read_text())
     assert records[0]["item"] == table["item"].iloc[0]
 
@@ -91,14 +105,16 @@ def test_compare_command(fitted, tmp_path, capsys):
     assert set(pd.read_csv(csv)["model"]) == {"dif", "invariant"}
 
 
-def test_errors_are_reported_not_raised(fitted, responses_csv, tmp_path, capsys):
+def test_errors_are_reported_not_raised(fitted, responses_csv, tiny_cli, tmp_path, capsys,
+                                        monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # restored afterwards
     assert main(["dif", str(tmp_path / "missing.nc")]) == 2
     assert "no saved fit" in capsys.readouterr().err
     # An invariant fit has no dif_shift: the DIF screen says what to do.
     assert main(["dif", str(fitted["none"])]) == 2
     assert "dif='normal'" in capsys.readouterr().err
     # A misnamed column names the column and the way out.
-    argv = ["fit", str(responses_csv), "--out", str(tmp_path / "x.nc"), *TINY_NUTS]
+    argv = ["fit", str(responses_csv), "--out", str(tmp_path / "x.nc"), *tiny_cli]
     assert main(argv) == 2
     assert "person='person'" in capsys.readouterr().err
     assert main(["compare", str(fitted["normal"]), str(fitted["normal"])]) == 2

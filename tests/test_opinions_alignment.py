@@ -181,3 +181,25 @@ def test_cli_writes_alignment_csv(folder, tmp_path, study):
     assert pearson.loc["copy"].max() > 0.9 and pearson.loc["reversed"] < 0
     assert abs(expected.loc["copy"] - written.query("metric == 'pearson' and model == 'copy' "
                                                   "and method == 'verbalized'")["mean"].iloc[0]) < 1e-6
+
+
+def test_nothing_to_fit_gives_empty_tables(human, lm):
+    """Only the ``certain`` condition: left out, so no fit; the outputs stay well-formed."""
+    study = distributional_alignment(human, lm.subset(models=["certain"]), human_groups=False,
+                                     progress=False, n_boot=50)
+    assert study.fits == {} and study.alignment.empty and list(study.alignment.columns) == ALIGNMENT_COLUMNS
+    assert study.excluded["reason"].value_counts().to_dict() == {"too_few_identified": N_SCALE_ITEMS}
+    assert study.compare().empty and study.summary().empty
+    assert len(study.plot().axes) == 1
+
+
+def test_cli_lm_n_and_target_arguments():
+    from bayes_align.cli.opinion_commands import _lm_n, _targets
+
+    assert _lm_n(None) == 100.0 and _lm_n(["50"]) == 50.0
+    assert _lm_n(["sequence=natural", "verbalized=30"]) == {"sequence": "natural", "verbalized": 30.0}
+    with pytest.raises(ValueError, match="one number or METHOD=N"):
+        _lm_n(["50", "sequence=natural"])
+    assert _targets(["POLPARTY:Democrat", "SEX:Female"]) == [("POLPARTY", "Democrat"), ("SEX", "Female")]
+    with pytest.raises(ValueError, match="ATTRIBUTE:Group"):
+        _targets(["Democrat"])

@@ -22,6 +22,14 @@ from bayes_align.opinions import load_lm_results, load_opinions
 pytestmark = pytest.mark.shared
 
 METHODS = ["logprobs", "sequence", "verbalized"]
+#: 300 draws of the (SVI) posterior instead of 1,000, and a learning rate of 0.03 (the
+#: ELBO still converges by the default tolerance, in fewer steps): the comparisons are
+#: posterior probabilities of differences of 0.06 to 0.20 whose sd is ~0.01-0.03,
+#: estimated to about +-0.01 from 300 independent draws, and the pointwise log-likelihood
+#: (a fifth of the run time at 1,000 draws) scales with the draws. Measured with these
+#: options: verbalised minus log-probs 0.11 to 0.20 and minus sequence 0.06 to 0.16 for
+#: the three LMs with both (P = 1.00), Anthropic 0.02 (P = 0.91) and 0.05 (P = 1.00).
+FIT_OPTIONS = {"draws": 300, "learning_rate": 0.03}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +41,8 @@ def study(shared_data_dir: Path):
                           info=folder / "pew-disagreement-500/info.csv")
     lm = load_lm_results(folder / "lm-results", human, progress=False).subset(
         methods=METHODS, steering=["persona"])
-    return distributional_alignment(human, lm, progress=False, seed=0, n_boot=500)
+    return distributional_alignment(human, lm, progress=False, seed=0, n_boot=500,
+                                    fit_options=FIT_OPTIONS)
 
 
 def test_verbalized_beats_sequence_and_logprobs_in_the_posterior(study):
@@ -43,8 +52,9 @@ def test_verbalized_beats_sequence_and_logprobs_in_the_posterior(study):
     print("\n" + comparison.round(3).to_string(index=False))
     print("\n" + study.table[["model", "method", "group", "n_items", "n_identified"]].to_string(index=False))
     assert set(study.table["group"]) == {"Democrat", "Republican"}
-    # sequences of 30 identical answers carry no variation: such items leave the correlation
-    assert (study.table["n_items"] >= 80).all() and (study.table["n_identified"] >= 30).all()
+    # Opus' verbalised answers fail to parse on up to 25 items; an item where a condition put
+    # all its mass on one answer (Llama-3-70B's log-probs: 52 to 65 items) leaves the correlation
+    assert (study.table["n_items"] >= 70).all() and (study.table["n_identified"] >= 30).all()
     small_gap = {"anthropic_haiku", "anthropic_opus"}
     for model, part in comparison.groupby("model"):
         for other in ("sequence", "logprobs"):

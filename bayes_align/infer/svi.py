@@ -62,14 +62,19 @@ class _SviProgram:
             end_value=key.learning_rate / 20,
         )
         self.svi = SVI(key.model_fn, self.guide, optax.adam(schedule), loss=Trace_ELBO())
+        self.init = jax.jit(self._init)
         self.run_window = jax.jit(self._run_window)
         self.draw = jax.jit(self._draw)
 
     def kwargs(self, arrays):
         return join_arrays(arrays, self.key.static)
 
-    def init(self, rng_key, arrays):
-        self.guide.prototype_trace = None  # set the guide up afresh for this seed and data
+    def _init(self, rng_key, arrays):
+        # Compiled, the guide's set-up (a trace of the model and the search for a valid
+        # initial point) is one program per shape instead of hundreds of eager operations.
+        # The guide keeps that trace's shapes, supports and plates; its values are never
+        # computed with again (the parameters live in the SVI state).
+        self.guide.prototype_trace = None
         return self.svi.init(rng_key, **self.kwargs(arrays))
 
     def _run_window(self, state, arrays):

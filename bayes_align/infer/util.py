@@ -5,6 +5,7 @@ JAX's persistent compilation cache."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -84,21 +85,37 @@ class ProgramCache(OrderedDict):
         return program
 
 
+@functools.lru_cache(maxsize=64)
+def _batched(fn: Callable[..., Any], static: tuple) -> Callable[..., Any]:
+    """``fn`` vmapped over draws, jitted once per ``(fn, static)``: refits of other data
+    with the same shapes reuse the compiled program (the arguments are jit arguments)."""
+    return jax.jit(jax.vmap(lambda draw, args: fn(draw, *args, *static), in_axes=(0, None)))
+
+
 def map_draws(
-    fn: Callable[[Mapping[str, Any]], Any],
+    fn: Callable[..., Any],
     draws: Mapping[str, np.ndarray],
     size_per_draw: int,
     progress: bool = False,
     desc: str = "draws",
+    args: tuple = (),
+    static: tuple = (),
 ) -> Any:
-    """``jax.vmap(fn)`` over draws with leading dims ``(chain, draw)``, in chunks of about
-    2e7 numbers (``size_per_draw`` numbers come out per draw); the last chunk is padded so
-    one compiled function serves all. Returns the outputs with the same leading dims."""
+    """``fn(draw, *args, *static)`` vmapped over draws with leading dims ``(chain, draw)``,
+    in chunks of about 2e7 numbers (``size_per_draw`` numbers come out per draw); the last
+    chunk is padded so one compiled function serves all. ``args`` (pytrees of arrays) are
+    arguments of the compiled function, ``static`` (hashable) part of its cache key; pass
+    a module-level ``fn`` so the program is reused across calls. Returns the outputs with
+    the same leading dims."""
     chain, draw = next(iter(draws.values())).shape[:2]
     flat = {k: np.asarray(v).reshape((chain * draw, *np.shape(v)[2:])) for k, v in draws.items()}
     n_total = chain * draw
     chunk = max(1, min(n_total, 20_000_000 // max(size_per_draw, 1)))
-    batched = jax.jit(jax.vmap(fn))
+    compiled = _batched(fn, tuple(static))
+
+    def batched(batch):
+        return compiled(batch, tuple(args))
+
     pieces = []
     starts = range(0, n_total, chunk)
     for start in tqdm(starts, desc=desc, disable=not progress or len(starts) < 3, leave=False):

@@ -116,7 +116,7 @@ def posterior_predictive(fit: Fit, draws: int | None = None, seed: int = 0) -> F
     return fit
 
 
-@partial(jax.jit, static_argnums=(2, 3, 4, 5))
+@partial(jax.jit, static_argnames=("spec", "priors", "draws", "sites"))
 def _prior_draws(rng_key, inputs: ModelInputs, spec: ModelSpec, priors: Priors, draws: int,
                  sites: tuple[str, ...]):
     """``draws`` joint draws of parameters and responses from the prior (compiled once per

@@ -105,9 +105,7 @@ def test_compare_command(fitted, tmp_path, capsys):
     assert set(pd.read_csv(csv)["model"]) == {"dif", "invariant"}
 
 
-def test_errors_are_reported_not_raised(fitted, responses_csv, tiny_cli, tmp_path, capsys,
-                                        monkeypatch):
-    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # restored afterwards
+def test_errors_are_reported_not_raised(fitted, responses_csv, tiny_cli, tmp_path, capsys):
     assert main(["dif", str(tmp_path / "missing.nc")]) == 2
     assert "no saved fit" in capsys.readouterr().err
     # An invariant fit has no dif_shift: the DIF screen says what to do.

@@ -5,7 +5,6 @@ JAX's persistent compilation cache."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -85,11 +84,14 @@ class ProgramCache(OrderedDict):
         return program
 
 
-@functools.lru_cache(maxsize=64)
-def _batched(fn: Callable[..., Any], static: tuple) -> Callable[..., Any]:
-    """``fn`` vmapped over draws, jitted once per ``(fn, static)``: refits of other data
-    with the same shapes reuse the compiled program (the arguments are jit arguments)."""
+def _batched(key: tuple[Callable[..., Any], tuple]) -> Callable[..., Any]:
+    """``fn`` vmapped over draws and jitted, for ``key = (fn, static)``."""
+    fn, static = key
     return jax.jit(jax.vmap(lambda draw, args: fn(draw, *args, *static), in_axes=(0, None)))
+
+
+#: compiled draw-wise maps of this process (:func:`map_draws`)
+_MAPPED_PROGRAMS = ProgramCache()
 
 
 def map_draws(
@@ -111,11 +113,7 @@ def map_draws(
     flat = {k: np.asarray(v).reshape((chain * draw, *np.shape(v)[2:])) for k, v in draws.items()}
     n_total = chain * draw
     chunk = max(1, min(n_total, 20_000_000 // max(size_per_draw, 1)))
-    compiled = _batched(fn, tuple(static))
-
-    def batched(batch):
-        return compiled(batch, tuple(args))
-
+    compiled = _MAPPED_PROGRAMS.get_or_build((fn, tuple(static)), _batched)
     pieces = []
     starts = range(0, n_total, chunk)
     for start in tqdm(starts, desc=desc, disable=not progress or len(starts) < 3, leave=False):
@@ -124,7 +122,7 @@ def map_draws(
         if stop - start < chunk:
             pad = chunk - (stop - start)
             batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in batch.items()}
-        pieces.append(jax.tree.map(lambda x, n=stop - start: np.asarray(x)[:n], batched(batch)))
+        pieces.append(jax.tree.map(lambda x, n=stop - start: np.asarray(x)[:n], compiled(batch, tuple(args))))
     return jax.tree.map(
         lambda *xs: np.concatenate(xs).reshape((chain, draw, *xs[0].shape[1:])), *pieces
     )

@@ -8,7 +8,8 @@ arrays, runs NUTS (:mod:`bayes_align.infer.nuts`) or SVI/MAP
 
 Devices: JAX uses a GPU when a CUDA build of JAX is installed. Parallel chains on a CPU
 need ``numpyro.set_host_device_count(n)`` before JAX initialises (first thing in a
-script); the library never does that at import. With one device, chains are vectorised.
+script); the library never does that at import. With one device, chains run one after
+another on a CPU and vectorised on an accelerator.
 """
 
 from __future__ import annotations

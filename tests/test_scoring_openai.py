@@ -51,16 +51,18 @@ class FakeServer:
                     answer = server.reply(self.path, payload)
                     status, body, headers = answer if isinstance(answer, tuple) else (200, answer, {})
                     data = json.dumps(body).encode()
-                    self.send_response(status)
-                    for key, value in headers.items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
                 finally:
+                    # done before the answer leaves: once the client has it, it may send its
+                    # next request, which must not find this one still counted
                     with server.lock:
                         server.in_flight -= 1
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"

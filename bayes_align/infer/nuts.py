@@ -120,6 +120,7 @@ class _NutsKey:
     target_accept: float
     max_tree_depth: int
     keep: tuple[str, ...]
+    batched: bool
 
 
 class _NutsProgram:
@@ -128,10 +129,14 @@ class _NutsProgram:
     arguments:
 
     * ``init(keys, arrays)``: initial parameters (``init_to_uniform``), warm-up adapter and
-      the empty draw buffers, for a batch of chains (vmapped);
+      the empty draw buffers, for a batch of chains (vmapped) or for one chain;
     * ``advance(state, arrays, buffers, start, stop)``: NUTS transitions ``start..stop-1``
       (warm-up and sampling in one ``fori_loop``), writing the constrained draws and the
       sampler statistics of the sampling iterations into the buffers.
+
+    ``batched`` (vectorized chains) vmaps the kernel over chains; otherwise (sequential
+    chains) the programs hold one chain and are called once per chain. Batching NUTS's
+    nested while loops is what makes a vectorized program slow to trace and compile.
 
     Both compile once per shape and are reused by every later fit with the same model,
     settings and array shapes (the instance is cached in ``_NUTS_PROGRAMS``), and, with the
@@ -156,7 +161,7 @@ class _NutsProgram:
     def _record(self, state, kwargs) -> dict[str, jnp.ndarray]:
         """Constrained sites in ``keep`` (deterministic sites included) and statistics."""
         constrain = self.kernel.postprocess_fn((), kwargs)
-        values = jax.vmap(constrain)(state.z)
+        values = jax.vmap(constrain)(state.z) if self.key.batched else constrain(state.z)
         out = {k: values[k] for k in self.key.keep if k in values}
         for name in _NUTS_FIELDS:
             value = state
@@ -172,8 +177,9 @@ class _NutsProgram:
             return self.kernel.init(rng_key, self.key.warmup, None, model_args=(),
                                     model_kwargs=kwargs)
 
-        # a single (non-batched) key per chain: NumPyro's non-vectorized init under our vmap
-        state = jax.vmap(one_chain)(keys)
+        # NumPyro's one-chain init: under our vmap for vectorized chains (one key each),
+        # or called on the one chain's key
+        state = jax.vmap(one_chain)(keys) if self.key.batched else one_chain(keys[0])
         record = self._record(state, kwargs)
         buffers = jax.tree.map(
             lambda x: jnp.zeros((self.key.draws, *x.shape), x.dtype), record
@@ -182,7 +188,9 @@ class _NutsProgram:
 
     def _advance(self, state, arrays, buffers, start, stop):
         kwargs = self._kwargs(arrays)
-        sample = jax.vmap(self.kernel.sample, in_axes=(0, None, None))
+        sample = self.kernel.sample
+        if self.key.batched:
+            sample = jax.vmap(sample, in_axes=(0, None, None))
         warmup = self.key.warmup
 
         def body(i, carry):
@@ -216,7 +224,7 @@ def _run_nuts_compiled(
     """Run NUTS with :class:`_NutsProgram`: all chains at once (``vectorized``) or one
     after another through the same compiled program (``sequential``)."""
     key = _NutsKey(model_fn, static, int(warmup), int(draws), float(target_accept),
-                   int(max_tree_depth), tuple(keep))
+                   int(max_tree_depth), tuple(keep), chain_method == "vectorized")
     program = _nuts_program(key)
     chain_keys = jax.random.split(rng_key, chains)
     batches = [chain_keys] if chain_method == "vectorized" else [chain_keys[c:c + 1]
@@ -246,7 +254,9 @@ def _run_nuts_compiled(
                     bar.set_postfix(step_size=f"{float(jnp.mean(state.adapt_state.step_size)):.2e}",
                                     steps=int(jnp.max(state.num_steps)), refresh=False)
                     bar.update(hi - lo)
-            pieces.append(jax.tree.map(lambda x: np.swapaxes(np.asarray(x), 0, 1), buffers))
+            pieces.append(jax.tree.map(
+                lambda x: np.swapaxes(np.asarray(x), 0, 1) if key.batched
+                else np.asarray(x)[None], buffers))
     finally:
         bar.close()
     return {k: np.concatenate([p[k] for p in pieces], axis=0) for k in pieces[0]}

@@ -14,9 +14,12 @@ A config names where the weights are, never a hub id that would be downloaded::
     quantization: null            # null | 8bit | 4bit (bitsandbytes, CUDA only)
     adapter: null                 # a LoRA adapter folder (peft save_pretrained)
     adapter_merge: true           # merge it into the weights (true) or attach it
+    dequantised_cache: auto       # auto | always | never: keep GGUF weights dequantised
 
 ``dtype: auto`` is float32 on CPU and bfloat16 (float16 where bf16 is unsupported) on a
-GPU. GGUF weights are dequantised by ``transformers`` to the requested dtype.
+GPU. GGUF weights are dequantised by ``transformers`` to the requested dtype, once: the
+result is kept in a local cache and later loads read it
+(:mod:`bayes_align.scoring.dequantised`).
 Everything is loaded with ``local_files_only=True``. A relative ``adapter`` path is
 resolved against the YAML file's folder.
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -42,6 +46,7 @@ from typing import Any, Literal
 
 import yaml
 
+from . import dequantised
 from .adapters import adapter_files, adapter_hash, apply_adapter
 from .typed import ConfigError, from_mapping
 
@@ -49,7 +54,7 @@ __all__ = ["LMConfig", "LM", "load_lm_config", "load_lm"]
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _BACKEND_FIELDS = {
-    "transformers": {"device", "quantization", "adapter", "adapter_merge"},
+    "transformers": {"device", "quantization", "adapter", "adapter_merge", "dequantised_cache"},
     "vllm": {"tensor_parallel_size", "max_model_len", "top_logprobs", "missing_labels"},
     "openai": {
         "base_url", "model", "api_key_env", "api", "top_logprobs", "missing_labels",
@@ -76,6 +81,7 @@ class LMConfig:
     quantization: Literal["8bit", "4bit"] | None = None
     adapter: str | None = None
     adapter_merge: bool = True
+    dequantised_cache: Literal["auto", "always", "never"] = "auto"
     # backend: openai
     base_url: str | None = None
     model: str | None = None
@@ -297,7 +303,7 @@ def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
         adapter_files(config.adapter)  # a missing adapter fails before the weights load
     try:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import transformers
     except ImportError as err:
         raise ImportError(
             "LM scoring needs torch and transformers: pip install 'bayes_align[lm]'."
@@ -311,10 +317,55 @@ def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
         "local_files_only": True,
         "trust_remote_code": config.trust_remote_code,
     }
-    if gguf_file is not None:
-        common["gguf_file"] = gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(folder, **common)
     model_kwargs: dict[str, Any] = {"dtype": dtype}
+    dtype_name = str(dtype).replace("torch.", "")
+    # GGUF weights dequantised by an earlier load (not for bitsandbytes quantisation)
+    gguf_path = folder / gguf_file if gguf_file and config.quantization is None else None
+    loaded = None
+    if gguf_path is not None:
+        loaded = _load_dequantised(gguf_path, dtype_name, config, common, model_kwargs)
+    if loaded is None:
+        loaded = _load_weights(folder, gguf_file, config, device, common, model_kwargs)
+        if gguf_path is not None and dequantised.wanted(loaded[1], config.dequantised_cache):
+            dequantised.store(loaded[1], loaded[0], gguf_path, dtype_name)
+    tokenizer, model = loaded
+    if config.adapter is not None:
+        model = apply_adapter(model, config.adapter, merge=config.adapter_merge)
+    if config.quantization is None:
+        model = model.to(device)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    _ = torch, transformers  # imported above so that the ImportError message covers them
+    return LM(model=model, tokenizer=tokenizer, config=config, device=device, dtype=dtype)
+
+
+def _load_dequantised(gguf_path: Path, dtype_name: str, config: LMConfig,
+                      common: dict[str, Any], model_kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
+    """Tokenizer and model from the dequantised-weights cache, or None when absent."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = dequantised.lookup(gguf_path, dtype_name, config.dequantised_cache)
+    if folder is None:
+        return None
+    try:
+        return (AutoTokenizer.from_pretrained(folder, **common),
+                AutoModelForCausalLM.from_pretrained(folder, **common, **model_kwargs))
+    except Exception as err:  # noqa: BLE001  (safetensors raises its own error class)
+        warnings.warn(f"the dequantised weights in {folder} could not be read ({err}); "
+                      f"loading {gguf_path.name} instead.", stacklevel=3)
+        return None
+
+
+def _load_weights(folder: Path, gguf_file: str | None, config: LMConfig, device: str,
+                  common: dict[str, Any], model_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """Tokenizer and model from the model's own files (a folder or a GGUF file)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if gguf_file is not None:
+        common = {**common, "gguf_file": gguf_file}
+    tokenizer = AutoTokenizer.from_pretrained(folder, **common)
     if config.quantization is not None:
         from transformers import BitsAndBytesConfig
 
@@ -327,14 +378,4 @@ def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
             load_in_8bit=config.quantization == "8bit", load_in_4bit=config.quantization == "4bit"
         )
         model_kwargs["device_map"] = device
-    model = AutoModelForCausalLM.from_pretrained(folder, **common, **model_kwargs)
-    if config.adapter is not None:
-        model = apply_adapter(model, config.adapter, merge=config.adapter_merge)
-    if config.quantization is None:
-        model = model.to(device)
-    model.eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    _ = torch  # imported above so that the ImportError message covers it
-    return LM(model=model, tokenizer=tokenizer, config=config, device=device, dtype=dtype)
+    return tokenizer, AutoModelForCausalLM.from_pretrained(folder, **common, **model_kwargs)

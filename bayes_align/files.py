@@ -38,6 +38,8 @@ __all__ = [
     "atomic_path",
     "check_output",
     "check_output_folder",
+    "fsync_folder",
+    "fsync_tree",
     "write_frame",
     "write_text",
 ]
@@ -159,7 +161,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def _fsync(path: Path) -> None:
@@ -167,8 +169,17 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the platform allows opening a folder."""
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under ``folder``, and the folder, to disk (before it is renamed
+    into place)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            _fsync(path)
+    fsync_folder(folder)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename into ``folder`` durable where the platform allows opening a folder."""
     try:
         descriptor = os.open(folder, os.O_RDONLY)
     except OSError:

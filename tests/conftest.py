@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def _restore_xla_flags():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def bayes_align_cache_dir(tmp_path_factory) -> Path:
+def bayes_align_cache_dir(tmp_path_factory) -> Iterator[Path]:
     """``BAYES_ALIGN_CACHE_DIR`` for the whole run (both xdist workers, notebook kernels and
     CLI subprocesses inherit it): SmolLM2's GGUF is dequantised once per run
     (bayes_align.scoring.dequantised), and no test writes to the user's own cache."""

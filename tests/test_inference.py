@@ -349,19 +349,34 @@ def test_svi_compiles_once_per_shape(tiny, tiny_2pl_svi, tiny_svi_options):
 
 
 def test_sequential_chains_match_their_vectorized_draws(tiny):
-    """chain_method='sequential' runs the chains one after another through the same
-    compiled program; each chain draws what it draws when vectorized. Short chains (30
+    """chain_method='sequential' runs the chains one after another through one-chain
+    programs (with a progress bar: in chunks); each chain draws what it draws when
+    vectorized. Short chains (30
     iterations): float32 rounding differs between the one- and two-chain programs and
     NUTS amplifies it over long runs, so a long run would not match to 1e-4."""
     options = dict(model="1pl", dif="none", chains=2, draws=15, warmup=15, progress_bar=False,
                    check=False, log_likelihood=False, seed=5)
     vec = fit(tiny, chain_method="vectorized", **options)
-    seq = fit(tiny, chain_method="sequential", **options)
+    seq = fit(tiny, chain_method="sequential", **{**options, "progress_bar": True})  # chunked
     np.testing.assert_allclose(
         seq.posterior["difficulty"].values, vec.posterior["difficulty"].values, atol=1e-4
     )
     assert (seq.idata.sample_stats["n_steps"].values
             == vec.idata.sample_stats["n_steps"].values).all()
+
+
+def test_default_chain_method_by_devices_and_platform(monkeypatch):
+    import jax
+
+    from bayes_align.infer.util import default_chain_method
+
+    monkeypatch.setattr(jax, "local_device_count", lambda: 1)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert default_chain_method(4) == "sequential" and default_chain_method(1) == "sequential"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert default_chain_method(4) == "vectorized"
+    monkeypatch.setattr(jax, "local_device_count", lambda: 4)
+    assert default_chain_method(4) == "parallel" and default_chain_method(5) == "vectorized"
 
 
 def test_run_inference_falls_back_when_an_array_must_be_concrete():

@@ -241,27 +241,30 @@ def test_sequence_and_verbalized_through_the_transformers_backend(lm, method, tm
 def test_dequantised_weights_are_kept_once_and_read_back(lm_loads, tmp_path, monkeypatch):
     """The first load of a GGUF keeps its dequantised weights (bayes_align.scoring.dequantised);
     the next load reads them instead of parsing the GGUF, with identical tokens and logits; a
-    damaged entry is reported and bypassed; ``never`` writes nothing."""
+    damaged entry is reported, removed and written again; ``never`` neither reads nor
+    writes; a cache that cannot be written costs only the speed-up."""
     import yaml
 
     import bayes_align.scoring.lm as lm_module
-    from bayes_align.scoring import dequantised
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("BAYES_ALIGN_CACHE_DIR", str(cache))
     config = yaml.safe_load(MODEL_YAML.read_text())
+    never = {**config, "dequantised_cache": "never"}
     parsed = []
     real_load_weights = lm_module._load_weights
     monkeypatch.setattr(lm_module, "_load_weights",
                         lambda *a, **k: parsed.append(1) or real_load_weights(*a, **k))
 
-    load_lm({**config, "dequantised_cache": "never"})
+    load_lm(never)
     assert not cache.exists() and len(parsed) == 1
     first = load_lm(MODEL_YAML)
     (entry,) = (cache / "dequantised").iterdir()
     assert (entry / "model.safetensors").is_file() and len(parsed) == 2
     second = load_lm(MODEL_YAML)
     assert len(parsed) == 2  # read from the cache, not from the GGUF file
+    load_lm(never)
+    assert len(parsed) == 3  # an existing entry is not read either
 
     messages = [{"role": "system", "content": "You are a farmer."},
                 {"role": "user", "content": "2 + 2 = ?"}]
@@ -276,29 +279,46 @@ def test_dequantised_weights_are_kept_once_and_read_back(lm_loads, tmp_path, mon
                                       second.model(**ids).logits.numpy())
     assert first.fingerprint() == second.fingerprint()  # score caches stay valid
 
-    # (a new file: the loaded models map the old one's pages, rewriting it in place would
-    # pull them away)
+    # a damaged entry (a new file: the loaded models map the old one's pages, and rewriting
+    # it in place would pull them away) is reported, removed and written again
     (entry / "model.safetensors").unlink()
     (entry / "model.safetensors").write_bytes(b"not weights")
-    with pytest.warns(UserWarning, match="could not be read"):
+    with pytest.warns(UserWarning, match="are damaged"):
         load_lm(MODEL_YAML)
-    assert len(parsed) == 3
+    assert len(parsed) == 4
+    load_lm(MODEL_YAML)
+    assert len(parsed) == 4 and [p.name for p in (cache / "dequantised").iterdir()] == [entry.name]
+    # a weight missing from the entry: damaged too, not silently re-initialised
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(entry / "model.safetensors"))
+    del weights["model.layers.0.mlp.down_proj.weight"]
+    (entry / "model.safetensors").unlink()
+    save_file(weights, str(entry / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match="do not match the model"):
+        load_lm(MODEL_YAML)
+    assert len(parsed) == 5
 
     # a cache that cannot be written costs only the speed-up
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     monkeypatch.setenv("BAYES_ALIGN_CACHE_DIR", str(blocked / "cache"))
     with pytest.warns(UserWarning, match="could not keep the dequantised weights"):
-        folder, gguf_file = first.config.resolve_directory()
-        assert dequantised.store(first.model, first.tokenizer, folder / gguf_file, "float32") is None
+        assert load_lm(MODEL_YAML).model is not None
+    assert len(parsed) == 6
 
 
 def test_dequantised_cache_auto_keeps_only_small_models(monkeypatch):
     from bayes_align.scoring import ConfigError, dequantised, load_lm_config
 
     small = torch.nn.Linear(10, 10)  # 110 float32 parameters: 440 bytes
-    assert dequantised.wanted(small, "auto") and not dequantised.wanted(small, "never")
+    assert dequantised.should_keep(small, "auto") and not dequantised.should_keep(small, "never")
     monkeypatch.setattr(dequantised, "AUTO_MAX_BYTES", 439)
-    assert not dequantised.wanted(small, "auto") and dequantised.wanted(small, "always")
+    assert not dequantised.should_keep(small, "auto") and dequantised.should_keep(small, "always")
+    packed = torch.nn.Linear(10, 10)
+    packed.weight = torch.nn.Parameter(torch.zeros(10, 10, dtype=torch.uint8), requires_grad=False)
+    assert not dequantised.should_keep(packed, "always")  # GGUF blocks still packed
+    with pytest.raises(ValueError, match="packed GGUF weights"):
+        dequantised.save_folder(packed, None, Path("unused"))
     with pytest.raises(ConfigError, match="dequantised_cache"):
         load_lm_config({"name": "m", "path": ".", "dequantised_cache": "sometimes"})

@@ -134,9 +134,9 @@ class _NutsProgram:
       (warm-up and sampling in one ``fori_loop``), writing the constrained draws and the
       sampler statistics of the sampling iterations into the buffers.
 
-    ``batched`` (vectorized chains) vmaps the kernel over chains; otherwise (sequential
-    chains) the programs hold one chain and are called once per chain. Batching NUTS's
-    nested while loops is what makes a vectorized program slow to trace and compile.
+    ``batched`` (vectorized chains, more than one) vmaps the kernel over chains;
+    otherwise the programs hold one chain and are called once per chain (benchmarks/
+    README.md, "Chains on one CPU device", compares the two).
 
     Both compile once per shape and are reused by every later fit with the same model,
     settings and array shapes (the instance is cached in ``_NUTS_PROGRAMS``), and, with the
@@ -171,15 +171,15 @@ class _NutsProgram:
         return out
 
     def _init(self, keys, arrays):
+        """``keys``: one key per chain (batched) or the one chain's key."""
         kwargs = self._kwargs(arrays)
 
         def one_chain(rng_key):
             return self.kernel.init(rng_key, self.key.warmup, None, model_args=(),
                                     model_kwargs=kwargs)
 
-        # NumPyro's one-chain init: under our vmap for vectorized chains (one key each),
-        # or called on the one chain's key
-        state = jax.vmap(one_chain)(keys) if self.key.batched else one_chain(keys[0])
+        # NumPyro's one-chain init, under our vmap for batched chains
+        state = jax.vmap(one_chain)(keys) if self.key.batched else one_chain(keys)
         record = self._record(state, kwargs)
         buffers = jax.tree.map(
             lambda x: jnp.zeros((self.key.draws, *x.shape), x.dtype), record
@@ -223,12 +223,12 @@ def _run_nuts_compiled(
 ) -> dict[str, np.ndarray]:
     """Run NUTS with :class:`_NutsProgram`: all chains at once (``vectorized``) or one
     after another through the same compiled program (``sequential``)."""
+    batched = chain_method == "vectorized" and chains > 1
     key = _NutsKey(model_fn, static, int(warmup), int(draws), float(target_accept),
-                   int(max_tree_depth), tuple(keep), chain_method == "vectorized")
+                   int(max_tree_depth), tuple(keep), batched)
     program = _nuts_program(key)
     chain_keys = jax.random.split(rng_key, chains)
-    batches = [chain_keys] if chain_method == "vectorized" else [chain_keys[c:c + 1]
-                                                                  for c in range(chains)]
+    batches = [chain_keys] if batched else list(chain_keys)
     total = warmup + draws
     n_chunks = 20 if progress_bar else 1
     bounds = sorted({round(total * j / n_chunks) for j in range(n_chunks + 1)})

@@ -26,10 +26,9 @@ def precision(float64: bool):
 
 def default_chain_method(chains: int) -> str:
     """Chains on separate devices when there are enough (GPUs, or CPU host devices set
-    with ``numpyro.set_host_device_count`` before JAX starts); else, on one CPU device,
-    one after another (the program of one chain compiles in less than half the time of a
-    vmapped one and samples as fast on one core), and on one accelerator vectorised
-    (benchmarks/README.md compares them)."""
+    with ``numpyro.set_host_device_count`` before JAX starts); else one after another on a
+    CPU and vectorised on an accelerator (benchmarks/README.md, "Chains on one CPU
+    device")."""
     if chains > 1 and jax.local_device_count() >= chains:
         return "parallel"
     return "sequential" if jax.default_backend() == "cpu" else "vectorized"

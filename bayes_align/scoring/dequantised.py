@@ -1,40 +1,49 @@
 """A local cache of GGUF weights dequantised by ``transformers``.
 
 ``transformers`` reads a GGUF file by parsing it (tokenizer, config, every tensor) and
-dequantising each tensor in Python, on every load. :func:`load_lm` keeps the result, once,
-as an ordinary ``transformers`` folder (``config.json``, ``model.safetensors``, the
-tokenizer files) and later loads read that folder instead. The weights are the same
-tensors, so the logits are identical.
+dequantising each tensor in Python, on every load. :func:`~bayes_align.scoring.load_lm`
+keeps the result, once, as an ordinary ``transformers`` folder (``config.json``,
+``model.safetensors``, the tokenizer files; :func:`save_folder`) and later loads read that
+folder instead. The weights are the same tensors, so the logits are identical.
 
 Where: ``$BAYES_ALIGN_CACHE_DIR/dequantised/`` if that variable is set, else
-``$XDG_CACHE_HOME/bayes_align/dequantised/`` (``~/.cache/...`` by default). One folder per
-(GGUF file, dtype, ``transformers`` version); a GGUF file is known by its resolved path,
-size and modification time, so replacing the file makes a new entry. Delete the folder to
-reclaim the space; nothing else refers to it.
+``$XDG_CACHE_HOME/bayes_align/dequantised/`` (``~/.cache/...`` by default). One entry per
+(GGUF file, dtype, ``transformers`` and ``gguf`` versions); a GGUF file is known by its
+resolved path, size and modification time, taken before it is read, so replacing the file
+makes a new entry (a replacement with the same size and modification time, as ``cp -p``
+can make, is not noticed: delete the entry then). Delete the folder to reclaim the space;
+nothing else refers to it.
 
-When (the config's ``dequantised_cache``): ``auto`` (default) keeps models whose
-dequantised weights take at most :data:`AUTO_MAX_BYTES` (a 135M-parameter model in
-float32 takes 0.54 GB; a 7B one in bfloat16 14 GB, which is not written unasked),
-``always`` keeps any size, ``never`` reads and writes nothing.
+When (the config's ``dequantised_cache``): ``auto`` (default) keeps models whose weights
+take at most :data:`AUTO_MAX_BYTES`, ``always`` keeps any size, ``never`` reads and writes
+nothing. Only plain floating-point weights are kept: where ``transformers`` keeps GGUF
+blocks packed (its GGUF kernels), nothing is written.
 
-A folder is written under a temporary name and renamed into place when complete, so a
-killed load or two processes loading at once never leave a half-written entry; a cache
-that cannot be written (read-only home, full disk) only costs the speed-up (a warning).
+An entry is written under a temporary name, flushed to disk and renamed into place, so a
+killed load or two processes loading at once never leave a half-written entry (a killed
+load may leave its temporary ``.<entry>.*`` folder behind; delete it). A cache that
+cannot be written (read-only home, full disk) only costs the speed-up (a warning). An
+entry that cannot be read back, or whose weights do not match the model, is reported,
+removed and written again by that load.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AUTO_MAX_BYTES", "cache_root", "entry_folder", "lookup", "save_folder", "store",
-           "wanted"]
+from bayes_align.files import fsync_folder, fsync_tree
+
+__all__ = ["AUTO_MAX_BYTES", "Entry", "cache_root", "discard", "entry_for", "find_entry", "keep",
+           "save_folder", "should_keep"]
 
 #: ``dequantised_cache: auto`` keeps weights up to this size (bytes).
 AUTO_MAX_BYTES = 2 * 1024**3
@@ -42,102 +51,148 @@ _FORMAT = 1
 _COMPLETE = "source.json"  # written last inside the temporary folder
 
 
+@dataclass(frozen=True)
+class Entry:
+    """Where one GGUF file's dequantised weights live (``folder``) and what they were
+    made from (``source``: file, size, modification time, dtype, library versions)."""
+
+    folder: Path
+    source: dict[str, Any]
+
+
 def cache_root() -> Path:
-    """``$BAYES_ALIGN_CACHE_DIR``, else ``$XDG_CACHE_HOME/bayes_align`` (``~/.cache``)."""
+    """``$BAYES_ALIGN_CACHE_DIR``, else ``$XDG_CACHE_HOME/bayes_align`` (``~/.cache``),
+    as an absolute path (a relative ``XDG_CACHE_HOME`` is ignored, as XDG says)."""
     explicit = os.environ.get("BAYES_ALIGN_CACHE_DIR")
     if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "bayes_align"
+        return Path(explicit).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return (base / "bayes_align").resolve()
 
 
-def _source(gguf_path: Path, dtype_name: str) -> dict[str, Any]:
-    import transformers
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
+
+def entry_for(gguf_path: Path, dtype_name: str) -> Entry:
+    """The cache entry of ``gguf_path`` dequantised to ``dtype_name`` (it may not exist)."""
     resolved = gguf_path.resolve()
     stat = resolved.stat()
-    return {
+    source = {
         "format": _FORMAT,
         "gguf_file": str(resolved),
         "bytes": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "dtype": dtype_name,
-        "transformers": transformers.__version__,
+        "transformers": _version("transformers"),
+        "gguf": _version("gguf"),
     }
-
-
-def entry_folder(gguf_path: Path, dtype_name: str) -> Path:
-    """The cache folder of a GGUF file dequantised to ``dtype_name`` (it may not exist)."""
-    source = _source(gguf_path, dtype_name)
     digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode("utf-8")).hexdigest()
-    return cache_root() / "dequantised" / f"{gguf_path.stem}-{dtype_name}-{digest[:16]}"
+    folder = cache_root() / "dequantised" / f"{gguf_path.stem}-{dtype_name}-{digest[:16]}"
+    return Entry(folder, source)
 
 
-def lookup(gguf_path: Path, dtype_name: str, mode: str) -> Path | None:
-    """The complete cache folder for this file and dtype, or None (absent or ``never``)."""
-    if mode == "never":
+def find_entry(entry: Entry) -> Path | None:
+    """The entry's folder when it is complete, else None."""
+    try:
+        return entry.folder if (entry.folder / _COMPLETE).is_file() else None
+    except OSError:  # e.g. another user's private cache
         return None
-    folder = entry_folder(gguf_path, dtype_name)
-    return folder if (folder / _COMPLETE).is_file() else None
 
 
-def wanted(model: Any, mode: str) -> bool:
-    """Whether to keep this model's weights (see the module docstring)."""
-    if mode == "never":
+def _plain_weights(model: Any) -> bool:
+    """Every parameter a floating-point tensor, no GGUF-packed module."""
+    if any(type(module).__name__.startswith("Gguf") for module in model.modules()):
+        return False
+    return all(p.is_floating_point() for p in model.parameters())
+
+
+def should_keep(model: Any, mode: str) -> bool:
+    """Whether to keep this model's weights (``mode``: the config's ``dequantised_cache``)."""
+    if mode == "never" or not _plain_weights(model):
         return False
     if mode == "always":
         return True
-    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return size <= AUTO_MAX_BYTES
+    tensors = {t.data_ptr(): t for t in model.state_dict().values()}  # tied weights once
+    return sum(t.numel() * t.element_size() for t in tensors.values()) <= AUTO_MAX_BYTES
 
 
 def save_folder(model: Any, tokenizer: Any, folder: Path) -> None:
     """Write a loaded model (GGUF-dequantised or not) and its tokenizer as an ordinary
     ``transformers`` folder (``config.json``, ``model.safetensors``, tokenizer files), which
-    ``from_pretrained`` and vLLM load. The model object is left as it was."""
-    # transformers refuses to save a model loaded through its GGUF quantizer, and a
-    # quantization_config in config.json would send the folder's loads through it again
+    ``from_pretrained`` and vLLM load. The model object is left as it was.
+
+    Raises ValueError for a model whose GGUF weights are still packed (nothing to save
+    that another loader could read).
+    """
+    if not _plain_weights(model):
+        raise ValueError("the model holds packed GGUF weights; load it dequantised first")
+    # transformers refuses to save a model loaded through its GGUF quantizer (whose weights
+    # are plain tensors once dequantised), and a quantization_config in config.json would
+    # send the folder's loads through that quantizer again
+    had_quantizer = hasattr(model, "hf_quantizer")
     quantizer = getattr(model, "hf_quantizer", None)
     quantization = model.config.__dict__.pop("quantization_config", None)
     model.hf_quantizer = None
     try:
         model.save_pretrained(str(folder), safe_serialization=True)
     finally:
-        model.hf_quantizer = quantizer
+        if had_quantizer:
+            model.hf_quantizer = quantizer
+        else:
+            del model.hf_quantizer
         if quantization is not None:
             model.config.quantization_config = quantization
     tokenizer.save_pretrained(str(folder))
 
 
-def store(model: Any, tokenizer: Any, gguf_path: Path, dtype_name: str) -> Path | None:
-    """Write the loaded model and tokenizer as a ``transformers`` folder; its path, or None
-    (with a warning) when the cache cannot be written."""
-    folder = entry_folder(gguf_path, dtype_name)
-    if (folder / _COMPLETE).is_file():
+def keep(model: Any, tokenizer: Any, entry: Entry) -> Path | None:
+    """Write the entry from a loaded model and tokenizer; its folder, or None (with a
+    warning) when the cache cannot be written."""
+    folder = entry.folder
+    if find_entry(entry) is not None:
         return folder
     temporary: Path | None = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        os.chmod(temporary, 0o755)  # mkdtemp's folders are private; entries are not
         save_folder(model, tokenizer, temporary)
-        source = _source(gguf_path, dtype_name)
-        (temporary / _COMPLETE).write_text(json.dumps(source, indent=2), encoding="utf-8")
+        (temporary / _COMPLETE).write_text(json.dumps(entry.source, indent=2), encoding="utf-8")
+        fsync_tree(temporary)
         try:
             os.rename(temporary, folder)
         except OSError:
-            if not (folder / _COMPLETE).is_file():  # not a concurrent writer's finished entry
+            if find_entry(entry) is None:  # not a concurrent writer's finished entry
                 raise
         else:
             temporary = None
+            fsync_folder(folder.parent)
         return folder
-    except OSError as err:
+    except (OSError, RuntimeError, ValueError) as err:
         warnings.warn(
-            f"could not keep the dequantised weights of {gguf_path.name} in {folder.parent} "
-            f"({err}); the next load parses the GGUF file again. Set BAYES_ALIGN_CACHE_DIR "
-            "to a writable folder, or dequantised_cache: never in the model YAML.",
+            f"could not keep the dequantised weights of {Path(entry.source['gguf_file']).name} "
+            f"in {folder.parent} ({err}); the next load parses the GGUF file again. Set "
+            "BAYES_ALIGN_CACHE_DIR to a writable folder, or dequantised_cache: never in the "
+            "model YAML.",
             stacklevel=3,
         )
         return None
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
+
+
+def discard(folder: Path) -> None:
+    """Remove a damaged entry: renamed aside first (a model that maps its weights keeps
+    them), then deleted, so the next :func:`keep` writes it again."""
+    aside = folder.with_name(f".{folder.name}.damaged-{os.getpid()}")
+    try:
+        os.rename(folder, aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)

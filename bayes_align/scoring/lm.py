@@ -301,13 +301,8 @@ def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
         )
     if config.adapter is not None:
         adapter_files(config.adapter)  # a missing adapter fails before the weights load
-    try:
-        import torch
-        import transformers
-    except ImportError as err:
-        raise ImportError(
-            "LM scoring needs torch and transformers: pip install 'bayes_align[lm]'."
-        ) from err
+    if any(importlib.util.find_spec(name) is None for name in ("torch", "transformers")):
+        raise ImportError("LM scoring needs torch and transformers: pip install 'bayes_align[lm]'.")
     folder, gguf_file = config.resolve_directory()
     if gguf_file is not None and importlib.util.find_spec("gguf") is None:
         raise ImportError(f"Loading the GGUF file of {config.name!r} needs `pip install gguf`.")
@@ -318,17 +313,17 @@ def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
         "trust_remote_code": config.trust_remote_code,
     }
     model_kwargs: dict[str, Any] = {"dtype": dtype}
-    dtype_name = str(dtype).replace("torch.", "")
     # GGUF weights dequantised by an earlier load (not for bitsandbytes quantisation)
-    gguf_path = folder / gguf_file if gguf_file and config.quantization is None else None
-    loaded = None
-    if gguf_path is not None:
-        loaded = _load_dequantised(gguf_path, dtype_name, config, common, model_kwargs)
+    entry = None
+    if gguf_file and config.quantization is None and config.dequantised_cache != "never":
+        entry = dequantised.entry_for(folder / gguf_file, str(dtype).replace("torch.", ""))
+    loaded = _load_dequantised(entry, common, model_kwargs) if entry is not None else None
     if loaded is None:
-        loaded = _load_weights(folder, gguf_file, config, device, common, model_kwargs)
-        if gguf_path is not None and dequantised.wanted(loaded[1], config.dequantised_cache):
-            dequantised.store(loaded[1], loaded[0], gguf_path, dtype_name)
-    tokenizer, model = loaded
+        tokenizer, model = _load_weights(folder, gguf_file, config, device, common, model_kwargs)
+        if entry is not None and dequantised.should_keep(model, config.dequantised_cache):
+            dequantised.keep(model, tokenizer, entry)
+    else:
+        tokenizer, model = loaded
     if config.adapter is not None:
         model = apply_adapter(model, config.adapter, merge=config.adapter_merge)
     if config.quantization is None:
@@ -337,25 +332,36 @@ def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    _ = torch, transformers  # imported above so that the ImportError message covers them
     return LM(model=model, tokenizer=tokenizer, config=config, device=device, dtype=dtype)
 
 
-def _load_dequantised(gguf_path: Path, dtype_name: str, config: LMConfig,
-                      common: dict[str, Any], model_kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
-    """Tokenizer and model from the dequantised-weights cache, or None when absent."""
+def _load_dequantised(entry: dequantised.Entry, common: dict[str, Any],
+                      model_kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
+    """Tokenizer and model from the dequantised-weights cache; None when the entry is
+    absent, or damaged (then reported and removed, so that this load writes it again)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = dequantised.lookup(gguf_path, dtype_name, config.dequantised_cache)
+    folder = dequantised.find_entry(entry)
     if folder is None:
         return None
     try:
-        return (AutoTokenizer.from_pretrained(folder, **common),
-                AutoModelForCausalLM.from_pretrained(folder, **common, **model_kwargs))
-    except Exception as err:  # noqa: BLE001  (safetensors raises its own error class)
-        warnings.warn(f"the dequantised weights in {folder} could not be read ({err}); "
-                      f"loading {gguf_path.name} instead.", stacklevel=3)
-        return None
+        tokenizer = AutoTokenizer.from_pretrained(folder, **common)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            folder, **common, **model_kwargs, output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        problem = str(err)
+    else:
+        wrong = {k: v for k, v in info.items()
+                 if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        if not wrong:
+            return tokenizer, model
+        problem = f"its weights do not match the model: {wrong}"
+    warnings.warn(f"the dequantised weights in {folder} are damaged ({problem}); removed, "
+                  f"reading {Path(entry.source['gguf_file']).name} again.", stacklevel=3)
+    dequantised.discard(folder)
+    return None
 
 
 def _load_weights(folder: Path, gguf_file: str | None, config: LMConfig, device: str,

@@ -306,6 +306,17 @@ def test_dequantised_weights_are_kept_once_and_read_back(lm_loads, tmp_path, mon
     with pytest.warns(UserWarning, match="could not keep the dequantised weights"):
         assert load_lm(MODEL_YAML).model is not None
     assert len(parsed) == 6
+    # and so does a machine without a place for it (no home folder)
+    from bayes_align.scoring import dequantised
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")  # Path.home()'s error
+
+    monkeypatch.delenv("BAYES_ALIGN_CACHE_DIR")
+    monkeypatch.setattr(dequantised, "cache_root", no_home)
+    with pytest.warns(UserWarning, match="no dequantised-weights cache"):
+        assert load_lm(MODEL_YAML).model is not None
+    assert len(parsed) == 7
 
 
 def test_dequantised_cache_auto_keeps_only_small_models(monkeypatch):

@@ -316,7 +316,11 @@ def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
     # GGUF weights dequantised by an earlier load (not for bitsandbytes quantisation)
     entry = None
     if gguf_file and config.quantization is None and config.dequantised_cache != "never":
-        entry = dequantised.entry_for(folder / gguf_file, str(dtype).replace("torch.", ""))
+        try:
+            entry = dequantised.entry_for(folder / gguf_file, str(dtype).replace("torch.", ""))
+        except (OSError, RuntimeError) as err:  # e.g. no home folder to put the cache in
+            warnings.warn(f"no dequantised-weights cache for {gguf_file} ({err}); set "
+                          "BAYES_ALIGN_CACHE_DIR to a writable folder.", stacklevel=2)
     loaded = _load_dequantised(entry, common, model_kwargs) if entry is not None else None
     if loaded is None:
         tokenizer, model = _load_weights(folder, gguf_file, config, device, common, model_kwargs)

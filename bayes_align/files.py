@@ -14,6 +14,9 @@ Every command (and every Python function that writes a file) follows two rules:
    worst leave a hidden ``.NAME.*.partial.SUFFIX`` file beside it, never a torn output).
    :func:`write_frame` and :func:`write_text` write a table or a text that way.
 
+Caches the package keeps for later runs (compiled JAX programs, dequantised LM weights)
+live under one folder, :func:`user_cache_dir`.
+
 Example::
 
     out = check_output(args.out, inputs=[args.responses], overwrite=args.overwrite,
@@ -40,6 +43,7 @@ __all__ = [
     "check_output_folder",
     "fsync_folder",
     "fsync_tree",
+    "user_cache_dir",
     "write_frame",
     "write_text",
 ]
@@ -167,6 +171,18 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 def _fsync(path: Path) -> None:
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
+
+
+def user_cache_dir() -> Path:
+    """The package's cache folder: ``$BAYES_ALIGN_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/bayes_align`` (``~/.cache/bayes_align``), as an absolute path (a
+    relative ``XDG_CACHE_HOME`` is ignored, as the XDG specification says)."""
+    explicit = os.environ.get("BAYES_ALIGN_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return (base / "bayes_align").resolve()
 
 
 def fsync_tree(folder: Path) -> None:

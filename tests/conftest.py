@@ -96,11 +96,17 @@ def split_persons_and_counts(data, aggregated_groups, reference_group=None):
     frame = data.to_frame()
     frame["group"] = frame["group"].astype(str)
     aggregated = frame["group"].isin(aggregated_groups)
-    counts = (frame[aggregated].groupby(["item", "group"], observed=True, sort=False)["response"]
-              .agg(n_correct="sum", n_total="size").reset_index())
     persons = ResponseData.from_long(frame[~aggregated],
                                      reference_group=reference_group or data.reference_group)
-    return persons, AggregatedData.from_frame(counts, reference_group=None)
+    return persons, AggregatedData.from_frame(correct_counts(frame[aggregated]),
+                                              reference_group=None)
+
+
+def correct_counts(frame):
+    """``n_correct`` and ``n_total`` per (item, group) of a long binary frame, in order of
+    appearance."""
+    return (frame.groupby(["item", "group"], observed=True, sort=False)["response"]
+            .agg(n_correct="sum", n_total="size").reset_index())
 
 
 def _quiet_fit(data, **options):
@@ -137,10 +143,7 @@ def tiny_aggregated_data(tiny_data):
     """``tiny_data`` with every group as counts (the reference's included)."""
     from bayes_align import AggregatedData
 
-    frame = tiny_data.to_frame()
-    counts = (frame.groupby(["item", "group"], observed=True, sort=False)["response"]
-              .agg(n_correct="sum", n_total="size").reset_index())
-    return AggregatedData.from_frame(counts, reference_group="human")
+    return AggregatedData.from_frame(correct_counts(tiny_data.to_frame()), reference_group="human")
 
 
 @pytest.fixture(scope="session")

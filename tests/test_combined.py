@@ -15,26 +15,9 @@ import bayes_align as ba
 NUTS = dict(method="nuts", chains=2, draws=250, warmup=250, progress_bar=False, check=False, seed=1)
 
 
-def _split(data: ba.ResponseData, aggregated_groups):
-    """The reference (and any other person-level groups) as persons, ``aggregated_groups``
-    as counts of correct answers per item (the persons summed up)."""
-    frame = data.to_frame()
-    frame["group"] = frame["group"].astype(str)
-    people = frame[~frame["group"].isin(aggregated_groups)]
-    counts = (
-        frame[frame["group"].isin(aggregated_groups)]
-        .groupby(["item", "group"], observed=True)["response"].agg(["sum", "count"])
-        .reset_index()
-        .rename(columns={"sum": "n_correct", "count": "n_total"})
-    )
-    persons = ba.ResponseData.from_long(people, reference_group=data.reference_group)
-    rows = ba.AggregatedData.from_frame(counts, reference_group=None)
-    return persons, rows
-
-
-def test_combine_checks_and_layout():
+def test_combine_checks_and_layout(split_counts):
     data, _ = ba.simulate(n_persons=60, n_items=5, groups=("human", "lm_a", "lm_b"), n_dif_items=2, seed=0)
-    persons, rows = _split(data, ["lm_a", "lm_b"])
+    persons, rows = split_counts(data, ["lm_a", "lm_b"])
     combined = ba.combine(persons, rows)
     assert combined.kind == "mixed" and combined.reference_group == "human"
     assert combined.group_kind == ("persons", "aggregated", "aggregated")
@@ -55,7 +38,7 @@ def test_combine_checks_and_layout():
 
 
 @pytest.fixture(scope="module")
-def planted():
+def planted(split_counts):
     """One set of parameters: 20 items, 3 groups of 300 persons (ability sd 1, as the
     aggregated model assumes by default), 6 planted DIF items per focal group (0.9 logits)."""
     data, truth = ba.simulate(
@@ -65,7 +48,7 @@ def planted():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         everyone = ba.fit(data, model="1pl", **NUTS)
-        persons, rows = _split(data, ["lm_a", "lm_b"])
+        persons, rows = split_counts(data, ["lm_a", "lm_b"])
         mixed = ba.fit(ba.combine(persons, rows), model="1pl", **NUTS)
     return truth, everyone, mixed
 

@@ -313,7 +313,7 @@ def test_dequantised_weights_are_kept_once_and_read_back(lm_loads, tmp_path, mon
         raise RuntimeError("Could not determine home directory.")  # Path.home()'s error
 
     monkeypatch.delenv("BAYES_ALIGN_CACHE_DIR")
-    monkeypatch.setattr(dequantised, "cache_root", no_home)
+    monkeypatch.setattr(dequantised, "user_cache_dir", no_home)
     with pytest.warns(UserWarning, match="no dequantised-weights cache"):
         assert load_lm(MODEL_YAML).model is not None
     assert len(parsed) == 7

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from bayes_align.files import user_cache_dir
+
 #: environment variable that turns the persistent compilation cache on (a directory or 1)
 COMPILATION_CACHE_ENV = "BAYES_ALIGN_COMPILATION_CACHE"
 
@@ -130,9 +132,9 @@ def map_draws(
 
 
 def default_compilation_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/bayes_align/jax`` (``~/.cache/bayes_align/jax``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(base).expanduser() / "bayes_align" / "jax"
+    """``jax/`` in the package's cache folder (:func:`bayes_align.files.user_cache_dir`:
+    ``$BAYES_ALIGN_CACHE_DIR``, else ``~/.cache/bayes_align``)."""
+    return user_cache_dir() / "jax"
 
 
 def enable_compilation_cache(path: str | Path | None = None,

@@ -6,8 +6,9 @@ keeps the result, once, as an ordinary ``transformers`` folder (``config.json``,
 ``model.safetensors``, the tokenizer files; :func:`save_folder`) and later loads read that
 folder instead. The weights are the same tensors, so the logits are identical.
 
-Where: ``$BAYES_ALIGN_CACHE_DIR/dequantised/`` if that variable is set, else
-``$XDG_CACHE_HOME/bayes_align/dequantised/`` (``~/.cache/...`` by default). One entry per
+Where: ``dequantised/`` in the package's cache folder
+(:func:`bayes_align.files.user_cache_dir`: ``$BAYES_ALIGN_CACHE_DIR``, else
+``~/.cache/bayes_align``). One entry per
 (GGUF file, dtype, ``transformers`` and ``gguf`` versions); a GGUF file is known by its
 resolved path, size and modification time, taken before it is read, so replacing the file
 makes a new entry (a replacement with the same size and modification time, as ``cp -p``
@@ -40,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bayes_align.files import fsync_folder, fsync_tree
+from bayes_align.files import fsync_folder, fsync_tree, user_cache_dir
 
-__all__ = ["AUTO_MAX_BYTES", "Entry", "cache_root", "discard", "entry_for", "find_entry", "keep",
-           "save_folder", "should_keep"]
+__all__ = ["AUTO_MAX_BYTES", "Entry", "discard", "entry_for", "find_entry", "keep", "save_folder",
+           "should_keep"]
 
 #: ``dequantised_cache: auto`` keeps weights up to this size (bytes).
 AUTO_MAX_BYTES = 2 * 1024**3
@@ -58,17 +59,6 @@ class Entry:
 
     folder: Path
     source: dict[str, Any]
-
-
-def cache_root() -> Path:
-    """``$BAYES_ALIGN_CACHE_DIR``, else ``$XDG_CACHE_HOME/bayes_align`` (``~/.cache``),
-    as an absolute path (a relative ``XDG_CACHE_HOME`` is ignored, as XDG says)."""
-    explicit = os.environ.get("BAYES_ALIGN_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser().resolve()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return (base / "bayes_align").resolve()
 
 
 def _version(package: str) -> str | None:
@@ -92,7 +82,7 @@ def entry_for(gguf_path: Path, dtype_name: str) -> Entry:
         "gguf": _version("gguf"),
     }
     digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode("utf-8")).hexdigest()
-    folder = cache_root() / "dequantised" / f"{gguf_path.stem}-{dtype_name}-{digest[:16]}"
+    folder = user_cache_dir() / "dequantised" / f"{gguf_path.stem}-{dtype_name}-{digest[:16]}"
     return Entry(folder, source)
 
 

@@ -86,7 +86,11 @@ class FinetuneSettings:
     ``validation_share``: share of the training items held out for early stopping (0:
     none, the last adapter is kept); ``eval_every``: steps between validation
     evaluations (and checkpoints); ``patience``: evaluations without improvement before
-    stopping; ``debias``: option orders as in scoring (``"cyclic"``, ``"full"``, None).
+    stopping; ``debias``: option orders as in scoring (``"cyclic"``, ``"full"``, None);
+    ``autocast``: ``"bfloat16"`` or ``"float16"`` runs the training steps' forward pass in
+    that precision under ``torch.autocast`` (the LoRA weights, the optimizer and the loss
+    stay in float32; validation runs in the model's own dtype, as scoring does), None:
+    the model's dtype throughout.
     """
 
     steps: int = 200
@@ -100,6 +104,7 @@ class FinetuneSettings:
     eval_every: int = 10
     patience: int = 5
     weight_decay: float = 0.0
+    autocast: str | None = None
     debias: str | None = "cyclic"
     seed: int = 0
 
@@ -116,6 +121,8 @@ class FinetuneSettings:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         if not 0 <= self.validation_share < 1:
             raise ValueError(f"validation_share must lie in [0, 1), got {self.validation_share!r}")
+        if self.autocast not in (None, "bfloat16", "float16"):
+            raise ValueError(f"autocast must be None, 'bfloat16' or 'float16', got {self.autocast!r}")
         if not self.target_modules:
             raise ValueError("target_modules must name at least one module (e.g. q_proj, v_proj)")
 
@@ -668,6 +675,7 @@ def _finetune(
         trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
     pad_id = lm.tokenizer.pad_token_id
+    autocast_dtype = getattr(torch, settings.autocast) if settings.autocast else None
     state: dict[str, Any] = {
         "run_id": run_id, "step": 0, "history": [], "best_step": 0,
         "best_val": None, "calm": 0, "finished": False, "stopped_early": False, "seconds": 0.0,
@@ -718,10 +726,12 @@ def _finetune(
             rows = _batch_rows(step, settings.batch_size, n_examples, settings.seed)
             torch.manual_seed(settings.seed * 1_000_003 + step)  # LoRA dropout, reproducible
             peft_model.train()
-            logits = _label_logits(
-                peft_model, [train_examples.ids[r] for r in rows], train_examples.labels[rows],
-                pad_id, lm.device,
-            )  # fmt: skip
+            with torch.autocast(torch.device(lm.device).type, dtype=autocast_dtype,
+                                enabled=autocast_dtype is not None):
+                logits = _label_logits(
+                    peft_model, [train_examples.ids[r] for r in rows],
+                    train_examples.labels[rows], pad_id, lm.device,
+                )  # fmt: skip
             target = torch.as_tensor(train_examples.targets[rows], device=logits.device)
             loss = _soft_cross_entropy(logits, target.to(logits.dtype)).mean()
             optimizer.zero_grad(set_to_none=True)

@@ -10,6 +10,9 @@ import pytest
 
 # Tests run on CPU; JAX must never grab an accelerator's memory eagerly.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# Programs that took at least 0.2 s to compile go into the run's persistent compilation
+# cache (bayes_align_cache_dir below); JAX reads this when it is imported.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -32,13 +35,20 @@ def _restore_xla_flags():
 def bayes_align_cache_dir(tmp_path_factory) -> Iterator[Path]:
     """``BAYES_ALIGN_CACHE_DIR`` for the whole run (both xdist workers, notebook kernels and
     CLI subprocesses inherit it): SmolLM2's GGUF is dequantised once per run
-    (bayes_align.scoring.dequantised), and no test writes to the user's own cache."""
+    (bayes_align.scoring.dequantised), and no test writes to the user's own cache.
+
+    The persistent compilation cache is on in that folder (``BAYES_ALIGN_COMPILATION_CACHE``;
+    docs/inference.md), for programs that took at least 0.2 s to compile: a program that
+    another process of the run (the other worker, a CLI subprocess, a notebook kernel)
+    compiled is read back instead of compiled again. Tests that count compilations count
+    those reads too (tests/test_inference.py)."""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the run's folder, shared by the workers
     folder = root / "bayes_align_cache"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BAYES_ALIGN_CACHE_DIR", str(folder))
+        patch.setenv("BAYES_ALIGN_COMPILATION_CACHE", "1")
         yield folder
 
 

@@ -138,15 +138,17 @@ def default_compilation_cache_dir() -> Path:
 
 
 def enable_compilation_cache(path: str | Path | None = None,
-                             min_compile_time_secs: float = 1.0) -> Path:
+                             min_compile_time_secs: float | None = None) -> Path:
     """Turn on JAX's persistent compilation cache in ``path`` (default
     :func:`default_compilation_cache_dir`) for the rest of the process.
 
     Compiled programs that took at least ``min_compile_time_secs`` to compile are written
     there and read back by any later process that compiles the same program: a NUTS fit
     of a model with the same spec, settings and data shapes (the data themselves are
-    arguments of the program, not part of it) then skips XLA compilation. The directory
-    is trusted: do not point it at a place others can write to.
+    arguments of the program, not part of it) then skips XLA compilation. None leaves
+    JAX's ``jax_persistent_cache_min_compile_time_secs`` as it is (1 s unless the
+    environment variable ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise).
+    The directory is trusted: do not point it at a place others can write to.
     """
     from jax.experimental.compilation_cache import compilation_cache as cc
 
@@ -155,7 +157,9 @@ def enable_compilation_cache(path: str | Path | None = None,
     if jax.config.jax_compilation_cache_dir != str(path):
         jax.config.update("jax_compilation_cache_dir", str(path))
         cc.reset_cache()  # JAX initialises its cache once; make it pick up the new place
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_secs))
+    if min_compile_time_secs is not None:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(min_compile_time_secs))
     return path
 
 

@@ -365,9 +365,9 @@ def test_svi_compiles_once_per_shape(tiny, tiny_2pl_svi, tiny_svi_options):
 def test_sequential_chains_match_their_vectorized_draws(tiny):
     """chain_method='sequential' runs the chains one after another through one-chain
     programs (with a progress bar: in chunks); each chain draws what it draws when
-    vectorized. Short chains (30
-    iterations): float32 rounding differs between the one- and two-chain programs and
-    NUTS amplifies it over long runs, so a long run would not match to 1e-4."""
+    vectorized. Short chains (30 iterations): float32 rounding differs between the one-
+    and two-chain programs and NUTS amplifies it over long runs, so a long run would not
+    match to 1e-4."""
     options = dict(model="1pl", dif="none", chains=2, draws=15, warmup=15, progress_bar=False,
                    check=False, log_likelihood=False, seed=5)
     vec = fit(tiny, chain_method="vectorized", **options)

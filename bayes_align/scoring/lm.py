@@ -263,6 +263,11 @@ def _resolve_dtype(dtype: str, device: str) -> Any:
     return torch.float32
 
 
+def _dtype_name(dtype: Any) -> str:
+    """``torch.float32`` -> ``"float32"`` (for fingerprints and cache keys)."""
+    return str(dtype).replace("torch.", "")
+
+
 @dataclass
 class LM:
     """A loaded LM: ``model`` (eval mode), ``tokenizer``, ``config``, ``device``, ``dtype``."""
@@ -279,7 +284,7 @@ class LM:
 
     def fingerprint(self) -> str:
         payload = json.dumps(
-            self.config.fingerprint(str(self.dtype).replace("torch.", "")), sort_keys=True
+            self.config.fingerprint(_dtype_name(self.dtype)), sort_keys=True
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
@@ -317,7 +322,7 @@ def load_lm(source: str | Path | Mapping[str, Any] | LMConfig) -> LM:
     entry = None
     if gguf_file and config.quantization is None and config.dequantised_cache != "never":
         try:
-            entry = dequantised.entry_for(folder / gguf_file, str(dtype).replace("torch.", ""))
+            entry = dequantised.entry_for(folder / gguf_file, _dtype_name(dtype))
         except (OSError, RuntimeError) as err:  # e.g. no home folder to put the cache in
             warnings.warn(f"no dequantised-weights cache for {gguf_file} ({err}); set "
                           "BAYES_ALIGN_CACHE_DIR to a writable folder.", stacklevel=2)

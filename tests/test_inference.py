@@ -411,6 +411,52 @@ def test_run_inference_falls_back_when_an_array_must_be_concrete():
     assert abs(float(result.posterior["mu"].mean()) - y[:3].mean()) < 0.4
 
 
+def _walled_model(lower):
+    """``a ~ Normal(0, 3)`` restricted to ``a > lower`` by an infinite potential wall."""
+    import jax.numpy as jnp
+
+    a = numpyro.sample("a", dist.Normal(0.0, 3.0))
+    numpyro.factor("wall", jnp.where(a > lower, 0.0, -jnp.inf))
+
+
+def test_nuts_init_is_numpyros_first_try_or_its_search():
+    """``init`` computes the point NumPyro's search draws first; when that point is not
+    finite, ``init_search`` (NumPyro's loop of up to 100 tries) takes over. Either way the
+    initial state is the one NumPyro's own ``NUTS.init`` returns for the same key."""
+    import jax
+
+    from bayes_align.infer import nuts
+    from bayes_align.infer.util import split_arrays
+
+    def numpyro_init(rng_key, kwargs):
+        kernel = numpyro.infer.NUTS(_walled_model, max_tree_depth=5,
+                                    init_strategy=numpyro.infer.init_to_uniform(radius=1.0))
+        return kernel.init(rng_key, 5, None, model_args=(), model_kwargs=kwargs)
+
+    rng_key = jax.random.PRNGKey(3)
+    # the wall at -10 lets every first draw (uniform in (-1, 1)) through; at 0.7 the first
+    # draw of this key is behind it (a draw passes with probability 0.15)
+    for lower, first_is_valid in ((-10.0, True), (0.7, False)):
+        kwargs = {"lower": np.asarray(lower)}
+        arrays, static = split_arrays(kwargs)
+        program = nuts._NutsProgram(nuts._NutsKey(_walled_model, static, 5, 5, 0.8, 5, ("a",), False))
+        reference = numpyro_init(rng_key, kwargs)
+        state, _, valid = program.init(rng_key, arrays)
+        assert bool(valid) is first_is_valid
+        if not first_is_valid:
+            state, _, valid = program.init_search(rng_key, arrays)
+            assert bool(valid)
+        assert float(state.z["a"]) == float(reference.z["a"])
+        assert float(state.potential_energy) == float(reference.potential_energy)
+    # a fit through the compiled driver takes the search path and keeps behind the wall
+    posterior, _ = nuts.run_nuts(
+        _walled_model, {"lower": np.asarray(0.7)}, rng_key, keep=("a",), chains=1, draws=50,
+        warmup=50, target_accept=0.8, max_tree_depth=5, chain_method="sequential",
+        progress_bar=False,
+    )
+    assert (posterior["a"] > 0.7).all()
+
+
 @pytest.fixture
 def restore_compilation_cache():
     import jax

@@ -12,17 +12,21 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+from jax import lax, random
 from numpyro.infer import MCMC, NUTS, init_to_uniform
+from numpyro.infer.util import ParamInfo, initialize_model
 from tqdm.auto import tqdm
 
 from bayes_align.infer.util import ProgramCache, join_arrays, split_arrays, to_numpy
 
+#: initial points are drawn from Uniform(-radius, radius) on the unconstrained scale
+_INIT_RADIUS = 1.0
 #: NUTS fields kept in ``sample_stats`` (besides the draws), as NumPyro names them.
 _NUTS_FIELDS = ("diverging", "num_steps", "energy", "potential_energy", "accept_prob",
                 "adapt_state.step_size")
@@ -84,7 +88,7 @@ def _run_nuts_mcmc(
         model_fn,
         target_accept_prob=target_accept,
         max_tree_depth=max_tree_depth,
-        init_strategy=init_to_uniform(radius=1.0),
+        init_strategy=init_to_uniform(radius=_INIT_RADIUS),
     )
     mcmc = MCMC(
         kernel,
@@ -129,7 +133,9 @@ class _NutsProgram:
     arguments:
 
     * ``init(keys, arrays)``: initial parameters (``init_to_uniform``), warm-up adapter and
-      the empty draw buffers, for a batch of chains (vmapped) or for one chain;
+      the empty draw buffers, for a batch of chains (vmapped) or for one chain (the first
+      try of NumPyro's search, :meth:`_first_try`; ``init_search`` is NumPyro's search,
+      compiled only when a first try is invalid);
     * ``advance(state, arrays, buffers, start, stop)``: NUTS transitions ``start..stop-1``
       (warm-up and sampling in one ``fori_loop``), writing the constrained draws and the
       sampler statistics of the sampling iterations into the buffers.
@@ -150,9 +156,11 @@ class _NutsProgram:
             key.model_fn,
             target_accept_prob=key.target_accept,
             max_tree_depth=key.max_tree_depth,
-            init_strategy=init_to_uniform(radius=1.0),
+            init_strategy=init_to_uniform(radius=_INIT_RADIUS),
         )
+        self.init_strategy = init_to_uniform(radius=_INIT_RADIUS)
         self.init = jax.jit(self._init)
+        self.init_search = jax.jit(partial(self._init, search=True))
         self.advance = jax.jit(self._advance, donate_argnums=(2,))
 
     def _kwargs(self, arrays):
@@ -170,12 +178,37 @@ class _NutsProgram:
             out[name] = value
         return out
 
-    def _init(self, keys, arrays):
-        """``keys``: one key per chain (batched) or the one chain's key."""
+    def _first_try(self, rng_key, kwargs) -> ParamInfo:
+        """The initial point NumPyro's ``HMC.init`` draws for one chain on its first try
+        (same key splits, sites in model order, ``Uniform(-r, r)`` on the unconstrained
+        scale), with the potential energy and its gradient there, computed straight-line:
+        NumPyro's search loop, whose result is then unused, is dropped by the compiler, and
+        the program compiles faster (benchmarks/README.md, "Fourth suite-speed session").
+        ``init_search`` runs that loop only when this point is not finite, from the same
+        first draw, so the initial state is NumPyro's either way."""
+        _, init_key = random.split(rng_key)  # HMC.init's split
+        info = initialize_model(init_key, self.key.model_fn, init_strategy=self.init_strategy,
+                                model_kwargs=kwargs)
+        sites = [name for name, site in info.model_trace.items()
+                 if site["type"] == "sample" and not site["is_observed"]
+                 and not site["fn"].support.is_discrete]
+        key, subkey = random.split(init_key)  # find_valid_initial_params' first body
+        params = {}
+        for name in sites:
+            params[name] = random.uniform(subkey, jnp.shape(info.param_info.z[name]),
+                                          minval=-_INIT_RADIUS, maxval=_INIT_RADIUS)
+            key, subkey = random.split(key)
+        energy, grad = jax.value_and_grad(info.potential_fn)(params)
+        return ParamInfo(params, energy, grad)
+
+    def _init(self, keys, arrays, search: bool = False):
+        """``keys``: one key per chain (batched) or the one chain's key. ``search``:
+        NumPyro's own initialisation (up to 100 tries) instead of the first try."""
         kwargs = self._kwargs(arrays)
 
         def one_chain(rng_key):
-            return self.kernel.init(rng_key, self.key.warmup, None, model_args=(),
+            start = None if search else self._first_try(rng_key, kwargs)
+            return self.kernel.init(rng_key, self.key.warmup, start, model_args=(),
                                     model_kwargs=kwargs)
 
         # NumPyro's one-chain init, under our vmap for batched chains
@@ -184,7 +217,10 @@ class _NutsProgram:
         buffers = jax.tree.map(
             lambda x: jnp.zeros((self.key.draws, *x.shape), x.dtype), record
         )
-        return state, buffers, jnp.all(jnp.isfinite(state.potential_energy))
+        valid = jnp.all(jnp.isfinite(state.potential_energy))
+        for grad in jax.tree.leaves(state.z_grad):
+            valid &= jnp.all(jnp.isfinite(grad))
+        return state, buffers, valid
 
     def _advance(self, state, arrays, buffers, start, stop):
         kwargs = self._kwargs(arrays)
@@ -239,6 +275,8 @@ def _run_nuts_compiled(
         for batch in batches:
             try:
                 state, buffers, valid = program.init(batch, arrays)
+                if not bool(valid):
+                    state, buffers, valid = program.init_search(batch, arrays)
             except jax.errors.JAXTypeError as err:
                 _NUTS_PROGRAMS.pop(key, None)
                 raise _TracingFailed from err

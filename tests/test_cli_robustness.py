@@ -367,15 +367,19 @@ def test_installed_entry_point_prints_one_line(tmp_path):
 
 # ---------------------------------------------------------------------- interrupted writes
 DRIVER = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 import arviz as az
+
+# Ctrl-C as in a terminal: a suite started in the background by a shell without job
+# control runs with SIGINT ignored, and every process it starts inherits that
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def slow_write(self, path, *args, **kwargs):  # the NetCDF writer: half a file, then hang
     Path(path).write_bytes(b"CDF half a fit")
     Path(sys.argv[1]).touch()
-    # short sleeps: a signal the kernel hands to another thread (JAX's thread pools) does
-    # not interrupt this thread's sleep; Python runs the handler when a sleep returns
+    # short sleeps: a signal the kernel hands to another thread (JAX's pools) does not
+    # interrupt this thread's sleep; Python runs the handler when the sleep returns
     for _ in range(3000):
         time.sleep(0.1)
 

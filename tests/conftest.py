@@ -10,6 +10,14 @@ import pytest
 
 # Tests run on CPU; JAX must never grab an accelerator's memory eagerly.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# XLA's CPU backend with its classic fusion emitters instead of the MLIR ones: the suite's
+# many small fits spend most of their time compiling, and these compile 40% faster (their
+# programs run up to a quarter slower; benchmarks/README.md, "Fifth suite-speed session").
+# Notebook kernels and CLI subprocesses inherit it. An XLA_FLAGS that names the option wins.
+if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false"
+    ).strip()
 # Programs that took at least 0.2 s to compile go into the run's persistent compilation
 # cache (bayes_align_cache_dir below); JAX reads this when it is imported.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")

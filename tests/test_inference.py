@@ -457,6 +457,56 @@ def test_nuts_init_is_numpyros_first_try_or_its_search():
     assert (posterior["a"] > 0.7).all()
 
 
+def _walled_two_site_model(lower):
+    """``scale`` then ``a`` (model order is not name order), ``a > lower`` by a wall."""
+    import jax.numpy as jnp
+
+    scale = numpyro.sample("scale", dist.HalfNormal(1.0))
+    a = numpyro.sample("a", dist.Normal(0.0, scale))
+    numpyro.factor("wall", jnp.where(a > lower, 0.0, -jnp.inf))
+
+
+@pytest.mark.parametrize(("method", "guide"), [("svi", "normal"), ("svi", "lowrank"),
+                                               ("map", "normal")])
+def test_svi_init_is_numpyros_first_try_or_its_search(method, guide):
+    """The SVI state ``init`` builds from the first try of NumPyro's search (AutoNormal's
+    per-site locations, the low-rank guide's raveled location, AutoDelta's constrained
+    values) is the state of NumPyro's own set-up (``init_search``) for the same key; a
+    first try behind the wall is reported, and the fit then starts from NumPyro's search."""
+    import jax
+
+    from bayes_align.infer import svi
+    from bayes_align.infer.util import split_arrays
+
+    rng_key = jax.random.PRNGKey(1)
+    # the guide's first draws are uniform in (-0.5, 0.5): a wall at -10 lets every one
+    # through; at 0.3 this key's first draw is behind it (a draw passes with probability 0.2)
+    for lower, first_is_valid in ((-10.0, True), (0.3, False)):
+        arrays, static = split_arrays({"lower": np.asarray(lower)})
+        key = svi._SviKey(_walled_two_site_model, static, method, guide,
+                          1 if guide == "lowrank" else None, 0.01, 5, 5, ("a", "scale"))
+        program = svi._SviProgram(key)
+        state, valid = program.init(rng_key, arrays)
+        assert bool(valid) is first_is_valid
+        reference, _ = program.init_search(rng_key, arrays)
+        ours, theirs = program.svi.get_params(state), program.svi.get_params(reference)
+        assert set(ours) == set(theirs)
+        for name in theirs:
+            equal = np.array_equal(np.asarray(ours[name]), np.asarray(theirs[name]))
+            assert equal is first_is_valid or name.endswith(("scale", "cov_factor")), name
+    # a MAP fit that barely moves (learning rate 1e-6) starts from NumPyro's search, in
+    # front of the wall: from the first try, its loss would be infinite
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        posterior, losses = svi.run_svi(
+            _walled_two_site_model, {"lower": np.asarray(0.3)}, rng_key, keep=("a",),
+            method="map", draws=1, guide="normal", rank=None, learning_rate=1e-6,
+            max_steps=20, tol=1e-3, patience=1, eval_every=10, minibatch_size=None,
+            progress_bar=False,
+        )
+    assert np.isfinite(losses).all() and float(posterior["a"].squeeze()) > 0.3
+
+
 @pytest.fixture
 def restore_compilation_cache():
     import jax

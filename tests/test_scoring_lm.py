@@ -238,11 +238,18 @@ def test_sequence_and_verbalized_through_the_transformers_backend(lm, method, tm
     assert set(keys(temperature=1.0, seed=1)).isdisjoint(scores["cache_key"])
 
 
-def test_dequantised_weights_are_kept_once_and_read_back(lm_loads, tmp_path, monkeypatch):
+def test_dequantised_weights_are_kept_once_and_read_back(lm, tmp_path, monkeypatch):
     """The first load of a GGUF keeps its dequantised weights (bayes_align.scoring.dequantised);
     the next load reads them instead of parsing the GGUF, with identical tokens and logits; a
     damaged entry is reported, removed and written again; ``never`` neither reads nor
-    writes; a cache that cannot be written costs only the speed-up."""
+    writes; a cache that cannot be written costs only the speed-up.
+
+    The GGUF parse (``_load_weights``) is counted and answered with a copy of the module's
+    SmolLM2 (parsed from the same GGUF by this run's first load, or read from the entry that
+    load kept): what is checked here is the cache around the parse, and a real second parse
+    costs about 27 s."""
+    import copy
+
     import yaml
 
     import bayes_align.scoring.lm as lm_module
@@ -252,9 +259,13 @@ def test_dequantised_weights_are_kept_once_and_read_back(lm_loads, tmp_path, mon
     config = yaml.safe_load(MODEL_YAML.read_text())
     never = {**config, "dequantised_cache": "never"}
     parsed = []
-    real_load_weights = lm_module._load_weights
-    monkeypatch.setattr(lm_module, "_load_weights",
-                        lambda *a, **k: parsed.append(1) or real_load_weights(*a, **k))
+
+    def parse(folder, gguf_file, *args):
+        assert gguf_file is not None  # the GGUF path, not a folder of weights
+        parsed.append(1)
+        return copy.deepcopy(lm.tokenizer), copy.deepcopy(lm.model)
+
+    monkeypatch.setattr(lm_module, "_load_weights", parse)
 
     load_lm(never)
     assert not cache.exists() and len(parsed) == 1

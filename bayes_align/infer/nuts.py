@@ -20,10 +20,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax, random
 from numpyro.infer import MCMC, NUTS, init_to_uniform
-from numpyro.infer.util import ParamInfo, initialize_model
+from numpyro.infer.util import ParamInfo
 from tqdm.auto import tqdm
 
-from bayes_align.infer.util import ProgramCache, join_arrays, split_arrays, to_numpy
+from bayes_align.infer.util import (
+    ProgramCache,
+    first_try,
+    is_finite_point,
+    join_arrays,
+    split_arrays,
+    to_numpy,
+)
 
 #: initial points are drawn from Uniform(-radius, radius) on the unconstrained scale
 _INIT_RADIUS = 1.0
@@ -179,27 +186,13 @@ class _NutsProgram:
         return out
 
     def _first_try(self, rng_key, kwargs) -> ParamInfo:
-        """The initial point NumPyro's ``HMC.init`` draws for one chain on its first try
-        (same key splits, sites in model order, ``Uniform(-r, r)`` on the unconstrained
-        scale), with the potential energy and its gradient there, computed straight-line:
-        NumPyro's search loop, whose result is then unused, is dropped by the compiler, and
-        the program compiles faster (benchmarks/README.md, "Fourth suite-speed session").
-        ``init_search`` runs that loop only when this point is not finite, from the same
-        first draw, so the initial state is NumPyro's either way."""
+        """The initial point NumPyro's ``HMC.init`` draws for one chain on its first try,
+        with its potential energy and gradient (:func:`~bayes_align.infer.util.first_try`);
+        ``init_search`` runs NumPyro's search only when this point is not finite, from the
+        same first draw, so the initial state is NumPyro's either way."""
         _, init_key = random.split(rng_key)  # HMC.init's split
-        info = initialize_model(init_key, self.key.model_fn, init_strategy=self.init_strategy,
-                                model_kwargs=kwargs)
-        sites = [name for name, site in info.model_trace.items()
-                 if site["type"] == "sample" and not site["is_observed"]
-                 and not site["fn"].support.is_discrete]
-        key, subkey = random.split(init_key)  # find_valid_initial_params' first body
-        params = {}
-        for name in sites:
-            params[name] = random.uniform(subkey, jnp.shape(info.param_info.z[name]),
-                                          minval=-_INIT_RADIUS, maxval=_INIT_RADIUS)
-            key, subkey = random.split(key)
-        energy, grad = jax.value_and_grad(info.potential_fn)(params)
-        return ParamInfo(params, energy, grad)
+        point, _ = first_try(init_key, self.key.model_fn, _INIT_RADIUS, kwargs)
+        return point
 
     def _init(self, keys, arrays, search: bool = False):
         """``keys``: one key per chain (batched) or the one chain's key. ``search``:
@@ -217,10 +210,7 @@ class _NutsProgram:
         buffers = jax.tree.map(
             lambda x: jnp.zeros((self.key.draws, *x.shape), x.dtype), record
         )
-        valid = jnp.all(jnp.isfinite(state.potential_energy))
-        for grad in jax.tree.leaves(state.z_grad):
-            valid &= jnp.all(jnp.isfinite(grad))
-        return state, buffers, valid
+        return state, buffers, is_finite_point(state.potential_energy, state.z_grad)
 
     def _advance(self, state, arrays, buffers, start, stop):
         kwargs = self._kwargs(arrays)

@@ -11,25 +11,37 @@ import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import random
+from numpyro import handlers
 from numpyro.infer import SVI, Predictive, Trace_ELBO, init_to_uniform
 from numpyro.infer.autoguide import AutoDelta, AutoLowRankMultivariateNormal, AutoNormal
 from tqdm.auto import tqdm
 
-from bayes_align.infer.util import ProgramCache, join_arrays, split_arrays
+from bayes_align.infer.util import (
+    ProgramCache,
+    first_try,
+    is_finite_point,
+    join_arrays,
+    split_arrays,
+)
 
 GUIDES = ("normal", "lowrank")
+#: the guide's initial locations are drawn from Uniform(-radius, radius) on the
+#: unconstrained scale: near the prior centre, and much cheaper to set up than
+#: init_to_median (which samples every site eagerly)
+_INIT_RADIUS = 0.5
 
 
 def make_guide(model_fn, guide: str, method: str, rank: int | None):
     """AutoDelta (MAP), AutoNormal (mean-field) or AutoLowRankMultivariateNormal."""
-    # Uniform(-0.5, 0.5) on the unconstrained scale: near the prior centre, and much cheaper
-    # to set up than init_to_median (which samples every site eagerly).
-    init = init_to_uniform(radius=0.5)
+    init = init_to_uniform(radius=_INIT_RADIUS)
     if method == "map":
         return AutoDelta(model_fn, init_loc_fn=init)
     if guide == "lowrank":
@@ -51,7 +63,10 @@ class _SviKey:
 
 
 class _SviProgram:
-    """The guide, the SVI object and two jitted functions of the data arrays:
+    """The guide, the SVI object and jitted functions of the data arrays:
+    ``init(key, arrays)`` (the SVI state, from the first try of NumPyro's search for the
+    guide's initial locations, and whether that point is finite; ``init_search`` is
+    NumPyro's own set-up, compiled only when the first try is not finite),
     ``run_window(state, arrays)`` (``eval_every`` steps) and ``draw(params, key, arrays)``."""
 
     def __init__(self, key: _SviKey) -> None:
@@ -63,19 +78,45 @@ class _SviProgram:
         )
         self.svi = SVI(key.model_fn, self.guide, optax.adam(schedule), loss=Trace_ELBO())
         self.init = jax.jit(self._init)
+        self.init_search = jax.jit(partial(self._init, search=True))
         self.run_window = jax.jit(self._run_window)
         self.draw = jax.jit(self._draw)
 
     def kwargs(self, arrays):
         return join_arrays(arrays, self.key.static)
 
-    def _init(self, rng_key, arrays):
-        # Compiled, the guide's set-up (a trace of the model and the search for a valid
+    def _init(self, rng_key, arrays, search: bool = False):
+        # Compiled, the guide's set-up (a trace of the model and NumPyro's search for a valid
         # initial point) is one program per shape instead of hundreds of eager operations.
         # The guide keeps that trace's shapes, supports and plates; its values are never
         # computed with again (the parameters live in the SVI state).
         self.guide.prototype_trace = None
-        return self.svi.init(rng_key, **self.kwargs(arrays))
+        kwargs = self.kwargs(arrays)
+        if search:
+            return self.svi.init(rng_key, **kwargs), jnp.array(True)
+        start = self._first_try(rng_key, kwargs)
+        state = self.svi.init(rng_key, init_params=start["params"], **kwargs)
+        return state, is_finite_point(start["energy"], start["grad"])
+
+    def _first_try(self, rng_key, kwargs) -> dict:
+        """The guide's initial parameters from the first try of NumPyro's search (the point
+        ``AutoGuide._setup_prototype`` would find when that try is finite; see
+        :func:`~bayes_align.infer.util.first_try`), with the potential energy and gradient
+        there. NumPyro's search, then unused, is dropped by the compiler."""
+        _, _, guide_seed = random.split(rng_key, 3)  # SVI.init's split
+        _, setup_key = random.split(guide_seed)  # numpyro.prng_key() of the guide's set-up
+        point, info = first_try(setup_key, self.key.model_fn, _INIT_RADIUS, kwargs)
+        locs = point.z  # unconstrained, in model order (the guide's ``_init_locs``)
+        if isinstance(self.guide, AutoDelta):
+            constrained = handlers.seed(info.postprocess_fn, rng_seed=0)(locs)
+            params = {f"{name}_{self.guide.prefix}_loc": constrained[name] for name in locs}
+        elif isinstance(self.guide, AutoNormal):
+            params = {f"{name}_{self.guide.prefix}_loc": value for name, value in locs.items()}
+        else:  # AutoContinuous: the locations raveled in the guide's order (NumPyro's search
+            # returns them through a while loop, which orders a dict's keys)
+            flat = jnp.concatenate([jnp.reshape(locs[name], -1) for name in sorted(locs)])
+            params = {f"{self.guide.prefix}_loc": flat}
+        return {"params": params, "energy": point.potential_energy, "grad": point.z_grad}
 
     def _run_window(self, state, arrays):
         kwargs = self.kwargs(arrays)
@@ -125,7 +166,12 @@ def run_svi(
     program = _svi_program(_SviKey(model_fn, static, method, guide, rank, float(learning_rate),
                                    int(eval_every), n_draws, tuple(keep)))
     init_key, _, draw_key = jax.random.split(rng_key, 3)
-    state = program.init(init_key, arrays)
+    if minibatch_size is None:
+        state, valid = program.init(init_key, arrays)
+    else:  # the guide widens subsampled sites' initial locations to the full plate
+        valid = False
+    if not bool(valid):
+        state, _ = program.init_search(init_key, arrays)
 
     losses: list[np.ndarray] = []
     previous = None

@@ -1,6 +1,6 @@
 """Shared pieces of the inference drivers: precision, chain placement, splitting model
-arguments into traced arrays and a hashable static part, draws evaluated in chunks, and
-JAX's persistent compilation cache."""
+arguments into traced arrays and a hashable static part, NumPyro's first initial point,
+draws evaluated in chunks, and JAX's persistent compilation cache."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import random
+from numpyro.infer import init_to_uniform
+from numpyro.infer.util import ModelInfo, ParamInfo, initialize_model
 from tqdm.auto import tqdm
 
 from bayes_align.files import user_cache_dir
@@ -38,6 +42,43 @@ def default_chain_method(chains: int) -> str:
 
 def to_numpy(tree: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in tree.items()}
+
+
+def first_try(rng_key, model_fn, radius: float, model_kwargs) -> tuple[ParamInfo, ModelInfo]:
+    """The initial point NumPyro's ``initialize_model(rng_key, model_fn,
+    init_strategy=init_to_uniform(radius=radius))`` tries first (the same key splits, sites
+    in model order, ``Uniform(-radius, radius)`` on the unconstrained scale), with the
+    potential energy and its gradient there, computed straight-line; and the model's
+    ``ModelInfo`` (its transforms and potential).
+
+    Inside a compiled program that uses this point instead of NumPyro's search (a loop of
+    up to 100 tries around the potential's gradient), the unused search is dropped by the
+    compiler and the program compiles faster (benchmarks/README.md, "Fourth suite-speed
+    session"). Callers fall back to the search when the point is not finite
+    (:func:`is_finite_point`), so the initial state is NumPyro's either way.
+    """
+    info = initialize_model(rng_key, model_fn, init_strategy=init_to_uniform(radius=radius),
+                            model_kwargs=model_kwargs)
+    sites = [name for name, site in info.model_trace.items()
+             if site["type"] == "sample" and not site["is_observed"]
+             and not site["fn"].support.is_discrete]
+    key, subkey = random.split(rng_key)  # find_valid_initial_params' first try
+    params = {}
+    for name in sites:
+        params[name] = random.uniform(subkey, jnp.shape(info.param_info.z[name]),
+                                      minval=-radius, maxval=radius)
+        key, subkey = random.split(key)
+    energy, grad = jax.value_and_grad(info.potential_fn)(params)
+    return ParamInfo(params, energy, grad), info
+
+
+def is_finite_point(energy, grad) -> jax.Array:
+    """True when the potential energy and every gradient entry are finite (the validity
+    test of NumPyro's search); ``energy`` may hold one value per chain."""
+    valid = jnp.all(jnp.isfinite(energy))
+    for leaf in jax.tree.leaves(grad):
+        valid &= jnp.all(jnp.isfinite(leaf))
+    return valid
 
 
 class Traced:

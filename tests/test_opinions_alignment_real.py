@@ -5,8 +5,8 @@ LMs were steered to (Democrat, Republican) as targets: two graded fits. The clas
 finding (LMs describe a distribution better than they simulate it: the verbalised
 distribution is closest in TV) holds in the posterior too, pooled over the two targets:
 credibly against log-probs for the three LMs that have them (posterior differences of
-0.12 to 0.23 in ``pearson``) and against sequences for GPT-4, GPT-3.5 and Llama-3-70B
-(0.06 to 0.22); the Anthropic LMs' gaps are smaller (0.02 to 0.05, near the SVI
+0.11 to 0.23 in ``pearson`` over the runs recorded below) and against sequences for GPT-4,
+GPT-3.5 and Llama-3-70B (0.05 to 0.22); the Anthropic LMs' gaps are smaller (0.02 to 0.05, near the SVI
 seed-to-seed spread), so only their sign is checked. Both rankings are printed.
 """
 
@@ -22,14 +22,15 @@ from bayes_align.opinions import load_lm_results, load_opinions
 pytestmark = pytest.mark.shared
 
 METHODS = ["logprobs", "sequence", "verbalized"]
-#: 300 draws of the (SVI) posterior instead of 1,000, and a learning rate of 0.03 (the
-#: ELBO still converges by the default tolerance, in fewer steps): the comparisons are
-#: posterior probabilities of differences of 0.06 to 0.20 whose sd is ~0.01-0.03,
-#: estimated to about +-0.01 from 300 independent draws, and the pointwise log-likelihood
-#: (a fifth of the run time at 1,000 draws) scales with the draws. Measured with these
-#: options: verbalised minus log-probs 0.11 to 0.20 and minus sequence 0.06 to 0.16 for
-#: the three LMs with both (P = 1.00), Anthropic 0.02 (P = 0.91) and 0.05 (P = 1.00).
-FIT_OPTIONS = {"draws": 300, "learning_rate": 0.03}
+#: 300 draws of the (SVI) posterior instead of 1,000, and a learning rate of 0.05 (the
+#: ELBO still converges by the default tolerance, in 1,400 to 1,600 steps instead of 1,800
+#: at 0.03): the comparisons are posterior probabilities of differences of 0.04 to 0.22
+#: whose sd is ~0.01-0.03, estimated to about +-0.01 from 300 independent draws, and the
+#: pointwise log-likelihood (a fifth of the run time at 1,000 draws) scales with the draws.
+#: Measured with these options: verbalised minus log-probs 0.11 to 0.22 and minus sequence
+#: 0.05 to 0.18 for the three LMs with both (P = 1.00), Anthropic 0.04 (P = 0.99) and 0.05
+#: (P = 1.00); at 0.03: 0.11 to 0.20, 0.06 to 0.16, Anthropic 0.02 (P = 0.91) and 0.05.
+FIT_OPTIONS = {"draws": 300, "learning_rate": 0.05}
 
 
 @pytest.fixture(scope="module")

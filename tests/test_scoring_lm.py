@@ -344,3 +344,32 @@ def test_dequantised_cache_auto_keeps_only_small_models(monkeypatch):
         dequantised.save_folder(packed, None, Path("unused"))
     with pytest.raises(ConfigError, match="dequantised_cache"):
         load_lm_config({"name": "m", "path": ".", "dequantised_cache": "sometimes"})
+
+
+def test_a_gguf_load_builds_the_reader_and_name_map_once(tmp_path):
+    """Within ``parsed_once`` (around every GGUF load) ``gguf``'s reader and tensor-name
+    map are built once per argument and shared; outside it ``gguf`` is as it was."""
+    import gguf
+
+    from bayes_align.scoring.dequantised import parsed_once
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("token_embd.weight", np.arange(6, dtype=np.float32).reshape(2, 3))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    real_reader, real_name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    arch = gguf.MODEL_ARCH.LLAMA
+    with parsed_once():
+        from gguf import GGUFReader, get_tensor_name_map  # as transformers imports them
+
+        first, again = GGUFReader(path), GGUFReader(str(path))
+        assert first is again and not isinstance(first, type)
+        np.testing.assert_array_equal(np.asarray(first.tensors[0].data).ravel(), np.arange(6))
+        assert get_tensor_name_map(arch, 2) is get_tensor_name_map(arch, 2)
+        assert get_tensor_name_map(arch, 3) is not get_tensor_name_map(arch, 2)
+    assert gguf.GGUFReader is real_reader and gguf.get_tensor_name_map is real_name_map
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)  # the real class again

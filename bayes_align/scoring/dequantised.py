@@ -25,6 +25,12 @@ The parse itself (:func:`parsed_once`, around every GGUF load of ``load_lm``):
 config, weights) and ``gguf``'s tensor-name map once per module of the model; within one
 load each is built once, which roughly halves a first load (benchmarks/README.md).
 
+Tokenizers alone (:func:`load_gguf_tokenizer`, the local tokenizer of an ``openai``
+backend config with a ``gguf_file``): parsing a GGUF file for its tokenizer reads the
+whole file too, so the tokenizer files are kept the same way, in an entry of their own
+(``tokenizer`` in place of a dtype); an entry of the file's dequantised weights serves
+as well, since it holds the same tokenizer files.
+
 An entry is written under a temporary name, flushed to disk and renamed into place, so a
 killed load or two processes loading at once never leave a half-written entry (a killed
 load may leave its temporary ``.<entry>.*`` folder behind; delete it). A cache that
@@ -51,13 +57,16 @@ from typing import Any
 
 from bayes_align.files import fsync_folder, fsync_tree, user_cache_dir
 
-__all__ = ["AUTO_MAX_BYTES", "Entry", "discard", "entry_for", "find_entry", "keep", "parsed_once",
-           "save_folder", "should_keep"]
+__all__ = ["AUTO_MAX_BYTES", "TOKENIZER", "Entry", "discard", "entry_for", "find_entry", "keep",
+           "load_gguf_tokenizer", "parsed_once", "save_folder", "should_keep"]
 
 #: ``dequantised_cache: auto`` keeps weights up to this size (bytes).
 AUTO_MAX_BYTES = 2 * 1024**3
 _FORMAT = 1
 _COMPLETE = "source.json"  # written last inside the temporary folder
+#: What :func:`entry_for` keeps in place of a dtype for a tokenizer-only entry.
+TOKENIZER = "tokenizer"
+_WEIGHT_DTYPES = ("float32", "bfloat16", "float16")  # entries whose tokenizer files serve too
 
 
 _PARSE_LOCK = threading.Lock()
@@ -119,7 +128,8 @@ def _version(package: str) -> str | None:
 
 
 def entry_for(gguf_path: Path, dtype_name: str) -> Entry:
-    """The cache entry of ``gguf_path`` dequantised to ``dtype_name`` (it may not exist)."""
+    """The cache entry of ``gguf_path`` dequantised to ``dtype_name`` (it may not exist);
+    ``dtype_name`` :data:`TOKENIZER`: the entry of its tokenizer alone."""
     resolved = gguf_path.resolve()
     stat = resolved.stat()
     source = {
@@ -190,9 +200,9 @@ def save_folder(model: Any, tokenizer: Any, folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
-def keep(model: Any, tokenizer: Any, entry: Entry) -> Path | None:
-    """Write the entry from a loaded model and tokenizer; its folder, or None (with a
-    warning) when the cache cannot be written."""
+def keep(model: Any | None, tokenizer: Any, entry: Entry) -> Path | None:
+    """Write the entry from a loaded model and tokenizer (``model`` None: the tokenizer
+    alone); its folder, or None (with a warning) when the cache cannot be written."""
     folder = entry.folder
     if find_entry(entry) is not None:
         return folder
@@ -201,7 +211,10 @@ def keep(model: Any, tokenizer: Any, entry: Entry) -> Path | None:
         folder.parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         os.chmod(temporary, 0o755)  # mkdtemp's folders are private; entries are not
-        save_folder(model, tokenizer, temporary)
+        if model is None:
+            tokenizer.save_pretrained(str(temporary))
+        else:
+            save_folder(model, tokenizer, temporary)
         (temporary / _COMPLETE).write_text(json.dumps(entry.source, indent=2), encoding="utf-8")
         fsync_tree(temporary)
         try:
@@ -214,11 +227,12 @@ def keep(model: Any, tokenizer: Any, entry: Entry) -> Path | None:
             fsync_folder(folder.parent)
         return folder
     except (OSError, RuntimeError, ValueError) as err:
+        what = "tokenizer" if model is None else "dequantised weights"
         warnings.warn(
-            f"could not keep the dequantised weights of {Path(entry.source['gguf_file']).name} "
+            f"could not keep the {what} of {Path(entry.source['gguf_file']).name} "
             f"in {folder.parent} ({err}); the next load parses the GGUF file again. Set "
-            "BAYES_ALIGN_CACHE_DIR to a writable folder, or dequantised_cache: never in the "
-            "model YAML.",
+            "BAYES_ALIGN_CACHE_DIR to a writable folder"
+            + ("." if model is None else ", or dequantised_cache: never in the model YAML."),
             stacklevel=3,
         )
         return None
@@ -236,3 +250,41 @@ def discard(folder: Path) -> None:
     except OSError:
         return
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def load_gguf_tokenizer(gguf_path: Path, **kwargs: Any) -> Any:
+    """``AutoTokenizer.from_pretrained`` of a GGUF file's tokenizer, read from its
+    tokenizer entry when an earlier load kept one (or from an entry of its dequantised
+    weights, which holds the same files), else parsed from the file (once:
+    :func:`parsed_once`) and kept. An entry that cannot be read is reported, removed and
+    written again; a cache folder that cannot be used only costs the speed-up."""
+    from transformers import AutoTokenizer
+
+    try:
+        entry: Entry | None = entry_for(gguf_path, TOKENIZER)
+        weights = [entry_for(gguf_path, name) for name in _WEIGHT_DTYPES]
+    except (OSError, RuntimeError) as err:  # e.g. no home folder to put the cache in
+        warnings.warn(f"no tokenizer cache for {gguf_path.name} ({err}); set "
+                      "BAYES_ALIGN_CACHE_DIR to a writable folder.", stacklevel=2)
+        entry, weights = None, []
+    folder = find_entry(entry) if entry is not None else None
+    if folder is not None:
+        try:
+            return AutoTokenizer.from_pretrained(folder, **kwargs)
+        except (OSError, ValueError, RuntimeError) as err:
+            warnings.warn(f"the kept tokenizer in {folder} is damaged ({err}); removed, "
+                          f"reading {gguf_path.name} again.", stacklevel=2)
+            discard(folder)
+    for other in weights:  # the same tokenizer files, kept beside dequantised weights
+        folder = find_entry(other)
+        if folder is not None:
+            try:
+                return AutoTokenizer.from_pretrained(folder, **kwargs)
+            except (OSError, ValueError, RuntimeError):
+                pass  # the weights' own load reports and replaces a damaged entry
+    with parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                  **kwargs)
+    if entry is not None:
+        keep(None, tokenizer, entry)
+    return tokenizer

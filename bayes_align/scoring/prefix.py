@@ -114,6 +114,27 @@ def _cache_argument_of(model_class: type) -> str:
     return "cache" if "cache" in forward else "past_key_values"
 
 
+def attention_mask(model: Any, allowed: Any) -> Any:
+    """A 4-D tree-attention mask (``True``: attend) in the form the model's attention
+    takes it: boolean for SDPA, additive (0 where allowed, the dtype's most negative
+    number elsewhere) for eager attention, which adds the mask to the scores (a boolean
+    mask added there would mask nothing). Other attention implementations (FlashAttention
+    takes padding masks only) are refused."""
+    import torch
+
+    implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    if implementation == "sdpa":
+        return allowed
+    if implementation == "eager":
+        dtype = model.dtype if model.dtype.is_floating_point else torch.float32
+        return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    raise ValueError(
+        f"{type(model).__name__} uses attention implementation {implementation!r}, which "
+        "cannot take the tree-attention mask of prefix-shared scoring; load the model with "
+        "attn_implementation 'sdpa' or 'eager'."
+    )
+
+
 @dataclass
 class RootCache:
     """Key/value cache of a prefix shared by every prompt of a run (batch size one)."""
@@ -209,7 +230,7 @@ def packed_last_logits(
     column = {index: c for c, index in enumerate(wanted)}
     out = model(
         input_ids=input_ids.to(device),
-        attention_mask=mask[:, None].to(device),
+        attention_mask=attention_mask(model, mask[:, None]).to(device),
         position_ids=position_ids.to(device),
         **{cache_argument(model): root.expand(n_rows) if root is not None else None},
         use_cache=False,

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import dequantised
 from ..lm import LMConfig
 from .base import LabelScores, MissingLabelError, Prompt
 from .http import HTTPRequestError, post_json
@@ -60,7 +61,9 @@ __all__ = ["OpenAIBackend", "load_tokenizer"]
 
 
 def load_tokenizer(config: LMConfig) -> Any | None:
-    """The local tokenizer named by ``path``/``package`` (None when neither is set)."""
+    """The local tokenizer named by ``path``/``package`` (None when neither is set); a GGUF
+    file's tokenizer is parsed once and then read from the package's cache
+    (:func:`bayes_align.scoring.dequantised.load_gguf_tokenizer`)."""
     if config.path is None and config.package is None:
         return None
     from transformers import AutoTokenizer
@@ -69,7 +72,7 @@ def load_tokenizer(config: LMConfig) -> Any | None:
     kwargs: dict[str, Any] = {"local_files_only": True,
                               "trust_remote_code": config.trust_remote_code}
     if gguf_file is not None:
-        kwargs["gguf_file"] = gguf_file
+        return dequantised.load_gguf_tokenizer(folder / gguf_file, **kwargs)
     return AutoTokenizer.from_pretrained(folder, **kwargs)
 
 

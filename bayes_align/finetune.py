@@ -90,7 +90,11 @@ class FinetuneSettings:
     ``autocast``: ``"bfloat16"`` or ``"float16"`` runs the training steps' forward pass in
     that precision under ``torch.autocast`` (the LoRA weights, the optimizer and the loss
     stay in float32; validation runs in the model's own dtype, as scoring does), None:
-    the model's dtype throughout.
+    the model's dtype throughout; ``attention``: the attention implementation while
+    training and validating (``"eager"`` or ``"sdpa"``, transformers' names; None: the
+    one the model loaded with). Both compute the same attention (validation losses
+    agree to float32 rounding); which is faster depends on the hardware and the prompt
+    length (docs/protocol.md, benchmarks/README.md).
     """
 
     steps: int = 200
@@ -105,6 +109,7 @@ class FinetuneSettings:
     patience: int = 5
     weight_decay: float = 0.0
     autocast: str | None = None
+    attention: str | None = None
     debias: str | None = "cyclic"
     seed: int = 0
 
@@ -123,6 +128,8 @@ class FinetuneSettings:
             raise ValueError(f"validation_share must lie in [0, 1), got {self.validation_share!r}")
         if self.autocast not in (None, "bfloat16", "float16"):
             raise ValueError(f"autocast must be None, 'bfloat16' or 'float16', got {self.autocast!r}")
+        if self.attention not in (None, "eager", "sdpa"):
+            raise ValueError(f"attention must be None, 'eager' or 'sdpa', got {self.attention!r}")
         if not self.target_modules:
             raise ValueError("target_modules must name at least one module (e.g. q_proj, v_proj)")
 
@@ -643,6 +650,11 @@ def _finetune(
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
     lm = load_lm(config)
+    if settings.attention is not None:
+        if not hasattr(lm.model, "set_attn_implementation"):
+            raise ValueError("attention needs a transformers version whose models have "
+                             "set_attn_implementation (5.x); leave attention None")
+        lm.model.set_attn_implementation(settings.attention)
     by_id = {i.item_id: i for i in item_list}
     train_examples = _examples(
         lm, [by_id[i] for i in fit_ids], template, persona_list, target_table, settings.debias

@@ -120,6 +120,8 @@ def test_settings_are_checked():
         FinetuneSettings(validation_share=1.0)
     with pytest.raises(ValueError, match="autocast"):
         FinetuneSettings(autocast="int8")
+    with pytest.raises(ValueError, match="attention"):
+        FinetuneSettings(attention="flash_attention_2")
 
 
 def test_target_distance_is_total_variation():
@@ -175,7 +177,8 @@ def study(tmp_path_factory, one_thread):
     result = finetune(
         MODEL_YAML, items, targets, template=TEMPLATE, personas=personas(),
         train_items=split.train, out=out, steps=30, eval_every=10, patience=3,
-        learning_rate=2e-3, batch_size=8, autocast="bfloat16", progress=False,
+        learning_rate=2e-3, batch_size=8, autocast="bfloat16", attention="eager",
+        progress=False,
     )  # fmt: skip
     table = load_targets(targets, items, personas())
     base = load_lm(MODEL_YAML)
@@ -274,6 +277,30 @@ def test_adapter_round_trips_through_a_model_yaml(study, tmp_path):
     moved = load_lm_config({**saved, "adapter": str(copy)})
     assert moved.fingerprint("float32") != load_lm_config(result.model_yaml).fingerprint("float32")
     assert weights.is_file()
+
+
+@needs_lm
+def test_the_attention_setting_reaches_the_model(tmp_path, monkeypatch):
+    import types
+
+    import bayes_align.finetune as module
+
+    class Chosen(Exception):
+        pass
+
+    class Model:
+        def set_attn_implementation(self, name):
+            raise Chosen(name)
+
+    monkeypatch.setattr(module, "load_lm", lambda config: types.SimpleNamespace(model=Model()))
+    targets = verbagg_targets().query("group == 'human:F'").drop(columns="group")
+    with pytest.raises(Chosen, match="^eager$"):
+        finetune(MODEL_YAML, verbagg_items()[:3], targets, template=TEMPLATE,
+                 out=tmp_path / "adapter", attention="eager", progress=False)
+    monkeypatch.setattr(module, "load_lm", lambda config: types.SimpleNamespace(model=object()))
+    with pytest.raises(ValueError, match="set_attn_implementation"):
+        finetune(MODEL_YAML, verbagg_items()[:3], targets, template=TEMPLATE,
+                 out=tmp_path / "other", attention="sdpa", progress=False)
 
 
 @needs_lm

@@ -179,6 +179,10 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
         "--autocast", choices=("bfloat16", "float16"), default=None,
         help="mixed precision for the training steps (evaluations stay in the model's dtype)",
     )  # fmt: skip
+    parser.add_argument(
+        "--attention", choices=("eager", "sdpa"), default=None,
+        help="attention implementation while training (default: the model's own)",
+    )  # fmt: skip
     parser.add_argument("--eval-every", type=int, default=10, help="steps between evaluations")
     parser.add_argument("--patience", type=int, default=5, help="evaluations without improvement")
     parser.add_argument("--seed", type=int, default=0)
@@ -267,7 +271,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         validation_share=args.validation_share,
         **({"target_modules": tuple(args.target_modules)} if args.target_modules else {}),
         eval_every=args.eval_every, patience=args.patience, seed=args.seed,
-        autocast=args.autocast,
+        autocast=args.autocast, attention=args.attention,
     )  # fmt: skip
     print(result.history.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     how = "stopped early" if result.stopped_early else "ran"

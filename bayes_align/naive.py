@@ -69,7 +69,8 @@ def naive_alignment(
     seed
         Random seed passed to the MAP optimiser.
     fit_kwargs
-        Further keyword arguments for :func:`bayes_align.fit`.
+        Further keyword arguments for :func:`bayes_align.fit` (the pointwise
+        log-likelihood is left out unless ``log_likelihood=True``).
 
     Returns
     -------
@@ -79,6 +80,7 @@ def naive_alignment(
 
     irt = model or _default_irt(data)
     fit_kwargs.setdefault("progress_bar", False)
+    fit_kwargs.setdefault("log_likelihood", False)  # point estimates only: no LOO here
     data = as_response_data(data)
     frame = data.to_frame()
     difficulties: dict[str, pd.Series] = {}

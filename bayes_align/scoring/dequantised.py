@@ -271,7 +271,7 @@ def load_gguf_tokenizer(gguf_path: Path, **kwargs: Any) -> Any:
     if folder is not None:
         try:
             return AutoTokenizer.from_pretrained(folder, **kwargs)
-        except (OSError, ValueError, RuntimeError) as err:
+        except Exception as err:  # noqa: BLE001 (the tokenizers library raises plain Exception)
             warnings.warn(f"the kept tokenizer in {folder} is damaged ({err}); removed, "
                           f"reading {gguf_path.name} again.", stacklevel=2)
             discard(folder)
@@ -280,7 +280,7 @@ def load_gguf_tokenizer(gguf_path: Path, **kwargs: Any) -> Any:
         if folder is not None:
             try:
                 return AutoTokenizer.from_pretrained(folder, **kwargs)
-            except (OSError, ValueError, RuntimeError):
+            except Exception:  # noqa: BLE001, S110
                 pass  # the weights' own load reports and replaces a damaged entry
     with parsed_once():
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,

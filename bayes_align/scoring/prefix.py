@@ -127,7 +127,7 @@ def attention_mask(model: Any, allowed: Any) -> Any:
         return allowed
     if implementation == "eager":
         dtype = model.dtype if model.dtype.is_floating_point else torch.float32
-        return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        return torch.zeros_like(allowed, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
     raise ValueError(
         f"{type(model).__name__} uses attention implementation {implementation!r}, which "
         "cannot take the tree-attention mask of prefix-shared scoring; load the model with "
@@ -230,7 +230,7 @@ def packed_last_logits(
     column = {index: c for c, index in enumerate(wanted)}
     out = model(
         input_ids=input_ids.to(device),
-        attention_mask=attention_mask(model, mask[:, None]).to(device),
+        attention_mask=attention_mask(model, mask[:, None].to(device)),
         position_ids=position_ids.to(device),
         **{cache_argument(model): root.expand(n_rows) if root is not None else None},
         use_cache=False,
